@@ -1,0 +1,1 @@
+"""Model/dataset card templates rendered from evaluation results, and Hub publishing."""

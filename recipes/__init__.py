@@ -1,0 +1,1 @@
+"""`accelerate launch` fine-tuning and evaluation recipes, metrics and the `minerva-fm` CLI."""

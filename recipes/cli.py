@@ -1,0 +1,35 @@
+"""The `minerva-fm` command line: one subcommand per step of the data flow, each defined next to its code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `register(subparsers)` and keeps its heavy imports inside the command handlers,
+# so `minerva-fm --help` stays fast.
+COMMAND_MODULES = (
+    "dataset_builder.cli",  # generate, convert, dataset-summary, push-dataset
+    "modeling.cli",  # convert-omnilearned, convert-particle-vit
+    "recipes.commands",  # finetune, evaluate, demo
+    "model_cards.cli",  # push-model, push-space
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="minerva-fm", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run the chosen subcommand (each sets `func` via `set_defaults`)."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
