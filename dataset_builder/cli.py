@@ -55,6 +55,10 @@ def register(subparsers) -> None:
     conv.add_argument("--selection", type=Path, default=None, help="YAML selection config (default: built-in)")
     conv.add_argument("--step-size", default="100 MB", help="uproot chunk size")
     conv.add_argument("--row-group-size", type=int, default=10_000)
+    conv.add_argument("--blob-origin", choices=("vertex", "detector"), default="vertex",
+                      help="blob direction from the reco vertex (default) or the detector origin (reference parity)")
+    conv.add_argument("--dask-threads", action="store_true", help="with --dask local: thread workers, not processes")
+    conv.add_argument("--no-progress", action="store_true", help="no progress bar")
     conv.set_defaults(func=_convert)
 
     summ = subparsers.add_parser("dataset-summary", help="print counts and write the dataset card + plots")

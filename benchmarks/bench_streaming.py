@@ -1,0 +1,136 @@
+"""Streaming + collate throughput (Parquet -> model-ready tensors) vs a bare pyarrow read of the same columns.
+
+    PYTHONPATH=. python benchmarks/bench_streaming.py [--events 100000] [--data DIR] [--batch-size 256]
+
+Both paths run in this one process on the same files; the result is their ratio (goals: >= 0.25 of pyarrow and
+>= 50k events/s). Without --data, a converted-layout folder of random valid events is written to a temp dir
+(generator shared with the tests: tests/dataset_builder/fake_data.py). Writes
+benchmarks/results/streaming_collate_vs_pyarrow.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "dataset_builder")]
+
+import datasets  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from dataset_builder.collator import MinervaCollator, iter_batches  # noqa: E402
+from dataset_builder.hf_dataset import MinervaEvents  # noqa: E402
+
+GOAL_RATIO, GOAL_RATE = 0.25, 50_000
+
+
+def make_data(root: Path, n_events: int, n_files: int = 4) -> Path:
+    """Converted-layout folder with `n_events` random valid train events in `n_files` shards."""
+    from fake_data import fake_table
+
+    (root / "data" / "train").mkdir(parents=True)
+    per_file = n_events // n_files
+    for i in range(n_files):
+        pq.write_table(fake_table(per_file, seed=100 + i, source_file=f"bench_{i}.root"),
+                       root / "data" / "train" / f"part-{i:05d}.parquet", row_group_size=10_000)
+    return root
+
+
+def pyarrow_rate(files: list[Path], columns: list[str], batch_size: int) -> float:
+    """Events/s of `ParquetFile.iter_batches` over the same columns (nothing else done)."""
+    start, n = time.perf_counter(), 0
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            n += batch.num_rows
+    return n / (time.perf_counter() - start)
+
+
+def streaming_rate(data_dir: Path, collator: MinervaCollator, batch_size: int, select: bool) -> tuple[float, int]:
+    """Events/s of builder streaming -> Arrow batches -> collate_arrow -> tensors (start-up included)."""
+    start, n = time.perf_counter(), 0
+    columns = collator.columns if select else None  # read only what the collator needs, or every column
+    stream = MinervaEvents(data_dir=str(data_dir), columns=columns).as_streaming_dataset(split="train")
+    for batch in iter_batches(stream, batch_size, collator):
+        n += batch["object_features"].shape[0]
+    return n / (time.perf_counter() - start), n
+
+
+def rows_rate(data_dir: Path, collator: MinervaCollator, batch_size: int, n_rows: int) -> float:
+    """Events/s of the per-row path (default format rows -> collator(rows)), for comparison."""
+    stream = MinervaEvents(data_dir=str(data_dir), columns=collator.columns).as_streaming_dataset(split="train")
+    start, rows, n = time.perf_counter(), [], 0
+    for row in stream.take(n_rows):
+        rows.append(row)
+        if len(rows) == batch_size:
+            n += collator(rows)["object_features"].shape[0]
+            rows = []
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--data", type=Path, default=None, help="converted folder (uses its train split)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/streaming_collate_vs_pyarrow.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data or make_data(Path(tmp), args.events)
+        files = sorted((data_dir / "data" / "train").glob("*.parquet"))
+        collator = MinervaCollator(task="regression")
+        n_events = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        mean_objects = pc.mean(pq.read_table(files, columns=["n_objects"])["n_objects"]).as_py()
+        runs = {"pyarrow": [], "stream_collate": [], "stream_collate_all_columns": []}
+        for _ in range(args.repeats):  # interleaved, so machine-load drifts hit both paths alike
+            runs["pyarrow"].append(pyarrow_rate(files, collator.columns, args.batch_size))
+            rate, n_seen = streaming_rate(data_dir, collator, args.batch_size, select=True)
+            if n_seen != n_events:
+                raise RuntimeError(f"streaming produced {n_seen} events, the files hold {n_events}")
+            runs["stream_collate"].append(rate)
+            runs["stream_collate_all_columns"].append(streaming_rate(data_dir, collator, args.batch_size, False)[0])
+        per_row = rows_rate(data_dir, collator, args.batch_size, min(n_events, 20 * args.batch_size))
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    ratio = median["stream_collate"] / median["pyarrow"]
+    result = {
+        "benchmark": "streaming + collate (datasets IterableDataset -> Arrow batches -> MinervaCollator) vs "
+                     "pyarrow ParquetFile.iter_batches of the same columns",
+        "events": n_events, "files": len(files), "mean_objects_per_event": round(mean_objects, 2),
+        "batch_size": args.batch_size, "columns": collator.columns, "repeats": args.repeats,
+        "events_per_s_runs": {k: [round(x) for x in v] for k, v in runs.items()},
+        "events_per_s_median": {k: round(v) for k, v in median.items()},
+        "events_per_s_per_row_collate": round(per_row),
+        "ratio_stream_collate_over_pyarrow": round(ratio, 3),
+        "ratio_all_columns_over_pyarrow": round(median["stream_collate_all_columns"] / median["pyarrow"], 3),
+        "goals": {"ratio_min": GOAL_RATIO, "events_per_s_min": GOAL_RATE,
+                  "ratio_met": ratio >= GOAL_RATIO, "rate_met": median["stream_collate"] >= GOAL_RATE},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "datasets": datasets.__version__,
+                    "pyarrow": pa.__version__, "torch": torch.__version__,
+                    "note": "shared 2-vCPU machine; other jobs were running"},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.output.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_out, args.output)
+    print(json.dumps({k: result[k] for k in ("events_per_s_median", "events_per_s_per_row_collate",
+                                             "ratio_stream_collate_over_pyarrow", "goals")}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Rows of the converted dataset -> the model batch dict of docs/tensor-layout.md.
+
+Two entry points producing identical batches:
+* `MinervaCollator()(rows)`: a list of row dicts (default `datasets` format, or numpy/torch-formatted rows), for a
+  torch `DataLoader(collate_fn=...)`;
+* `MinervaCollator().collate_arrow(table)`: a `pyarrow.Table`/`RecordBatch` slice, flattened through the list offsets
+  with numpy (no per-row Python). `iter_batches(dataset, batch_size, collator)` feeds it from
+  `dataset.with_format("arrow").iter(batch_size)` — ~40x faster than per-row formatting of nested lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from dataset_builder import schema
+
+TASK_LABEL_COLUMNS = {"regression": ("e_avail", np.float32), "classification": ("topology", np.int64)}
+INPUT_COLUMNS = ("object_pid", "object_features", "event_features")
+
+
+class MinervaCollator:
+    """Pads events to the longest in the batch (at most `max_objects`); adds `labels` when `task` is set."""
+
+    def __init__(self, task: str | None = None, max_objects: int = schema.MAX_OBJECTS):
+        if task not in (None, *TASK_LABEL_COLUMNS):
+            raise ValueError(f"task must be None, 'regression' or 'classification', got {task!r}")
+        if max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+        self.task, self.max_objects = task, max_objects
+
+    @property
+    def columns(self) -> list[str]:
+        """Columns this collator reads (select these to stream less)."""
+        return [*INPUT_COLUMNS, *([TASK_LABEL_COLUMNS[self.task][0]] if self.task else [])]
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Collate a list of row dicts."""
+        if not rows:
+            raise ValueError("cannot collate an empty list of rows")
+        for name in self.columns:
+            if name not in rows[0]:
+                raise KeyError(f"row is missing column {name!r} (has {sorted(rows[0])})")
+        pids = [_as_numpy(row["object_pid"], np.int64).reshape(-1) for row in rows]
+        feats = [_as_numpy(row["object_features"], np.float32).reshape(-1, schema.NUM_OBJECT_FEATURES) for row in rows]
+        counts = np.fromiter((len(p) for p in pids), np.int64, len(rows))
+        if not np.array_equal(counts, [len(f) for f in feats]):
+            raise ValueError("object_pid and object_features disagree on the number of objects in a row")
+        event = np.stack([_as_numpy(row["event_features"], np.float32).reshape(-1) for row in rows])
+        batch = self._assemble(np.concatenate(pids), np.concatenate(feats), counts, event)
+        if self.task:
+            name, dtype = TASK_LABEL_COLUMNS[self.task]
+            values = [row[name] for row in rows]
+            bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and np.isnan(v))]
+            if bad:
+                raise ValueError(_null_label_message(name, self.task, len(bad), rows[bad[0]]))
+            batch["labels"] = torch.from_numpy(np.asarray([_as_numpy(v, dtype) for v in values], dtype=dtype))
+        return batch
+
+    def collate_arrow(self, data: pa.Table | pa.RecordBatch) -> dict[str, torch.Tensor]:
+        """Collate an Arrow table/record batch through its list offsets (vectorised)."""
+        for name in self.columns:
+            if name not in data.schema.names:
+                raise KeyError(f"Arrow data is missing column {name!r} (has {data.schema.names})")
+        pid_col, feat_col, event_col = (_combined(data.column(name), name) for name in INPUT_COLUMNS)
+        pid_offsets, pid_values = _list_parts(pid_col)
+        feat_offsets, feat_values = _list_parts(feat_col)
+        if not np.array_equal(pid_offsets, feat_offsets):
+            raise ValueError("object_pid and object_features disagree on the number of objects in a row")
+        pids = pid_values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        feats = _fixed_size_values(feat_values, schema.NUM_OBJECT_FEATURES, "object_features")
+        event = _fixed_size_values(event_col, schema.NUM_EVENT_FEATURES, "event_features")
+        batch = self._assemble(pids, feats, np.diff(pid_offsets), event)
+        if self.task:
+            name, dtype = TASK_LABEL_COLUMNS[self.task]
+            labels = _combined(data.column(name), name)
+            if labels.null_count:
+                first = int(np.flatnonzero(labels.is_null().to_numpy(zero_copy_only=False))[0])
+                row = {k: data.column(k)[first].as_py() for k in ("source_file", "entry") if k in data.schema.names}
+                raise ValueError(_null_label_message(name, self.task, labels.null_count, row))
+            batch["labels"] = torch.from_numpy(labels.to_numpy(zero_copy_only=False).astype(dtype))
+        return batch
+
+    def _assemble(self, pids: np.ndarray, feats: np.ndarray, counts: np.ndarray, event: np.ndarray) -> dict:
+        """Scatter the flat object arrays into zero-padded (B, N, ...) tensors."""
+        batch_size = len(counts)
+        n_max = int(min(max(counts.max(initial=0), 1), self.max_objects))
+        row = np.repeat(np.arange(batch_size), counts)
+        pos = np.arange(len(pids)) - np.repeat(np.cumsum(counts) - counts, counts)
+        keep = pos < n_max  # events longer than max_objects are cut (the converter already caps at 33)
+        row, pos = row[keep], pos[keep]
+        object_features = np.zeros((batch_size, n_max, schema.NUM_OBJECT_FEATURES), np.float32)
+        object_pid = np.zeros((batch_size, n_max), np.int64)
+        mask = np.zeros((batch_size, n_max), bool)
+        object_features[row, pos] = feats[keep]
+        object_pid[row, pos] = pids[keep]
+        mask[row, pos] = True
+        if event.shape != (batch_size, schema.NUM_EVENT_FEATURES):
+            raise ValueError(f"event_features has shape {event.shape}, expected ({batch_size}, {schema.NUM_EVENT_FEATURES})")
+        return {
+            "object_features": torch.from_numpy(object_features),
+            "object_pid": torch.from_numpy(object_pid),
+            "attention_mask": torch.from_numpy(mask),
+            "event_features": torch.from_numpy(np.array(event, dtype=np.float32)),  # a copy: Arrow memory is read-only
+        }
+
+
+def iter_batches(dataset, batch_size: int, collator: MinervaCollator, drop_last_batch: bool = False
+                 ) -> Iterator[dict[str, torch.Tensor]]:
+    """Model-ready batches from a `datasets` Dataset/IterableDataset via Arrow batches (works after
+    `split_dataset_by_node`, `shuffle`, `select_columns`)."""
+    arrow = dataset.with_format("arrow")
+    for table in arrow.iter(batch_size=batch_size, drop_last_batch=drop_last_batch):
+        yield collator.collate_arrow(table)
+
+
+def _as_numpy(value: Any, dtype) -> np.ndarray:
+    """Row value (list, ndarray, object ndarray of arrays, tensor, scalar) -> ndarray of `dtype`."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy().astype(dtype, copy=False)
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return np.stack([np.asarray(v, dtype) for v in value]) if len(value) else np.zeros((0,), dtype)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (torch.Tensor, np.ndarray)):
+        return np.stack([_as_numpy(v, dtype) for v in value])
+    return np.asarray(value, dtype)
+
+
+def _combined(column: pa.ChunkedArray | pa.Array, name: str) -> pa.Array:
+    """One contiguous Arrow array for a column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if column.null_count and name in INPUT_COLUMNS:
+        raise ValueError(f"column {name!r} has {column.null_count} null rows; input columns must be non-null")
+    return column
+
+
+def _list_parts(array: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(offsets starting at 0, child values) of a possibly sliced list array."""
+    offsets = array.offsets.to_numpy()
+    return offsets - offsets[0], array.values.slice(offsets[0], offsets[-1] - offsets[0])
+
+
+def _fixed_size_values(array: pa.Array, width: int, name: str) -> np.ndarray:
+    """(rows, width) float32 view of a fixed_size_list<float32>[width] (or list<float32>) array."""
+    if pa.types.is_fixed_size_list(array.type):
+        values = array.flatten()
+    elif pa.types.is_list(array.type):
+        offsets, values = _list_parts(array)
+        if np.any(np.diff(offsets) != width):
+            raise ValueError(f"column {name!r}: every row must hold {width} values")
+    else:
+        raise TypeError(f"column {name!r} has Arrow type {array.type}, expected a list of {width} floats")
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(-1, width)
+
+
+def _null_label_message(column: str, task: str, n_null: int, row: dict) -> str:
+    where = ", ".join(f"{k}={row[k]!r}" for k in ("source_file", "entry") if k in row)
+    return (f"{n_null} row(s) have a null {column!r}, the {task} target (first: {where or 'unknown row'}); "
+            f"data files have no truth: filter them out or use task=None")
+

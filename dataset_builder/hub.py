@@ -1,0 +1,67 @@
+"""Upload a converted-dataset folder (Parquet shards, dataset card, manifest, plots) to a Hub dataset repo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from dataset_builder import schema
+
+UPLOAD_PATTERNS = ["data/*/*.parquet", "README.md", "manifest.json", "plots/*.png"]
+
+
+def schema_version(dataset_dir: Path) -> str:
+    """The converted-dataset schema version: manifest `schema_version`, else a hash of `schema.PARQUET_SCHEMA`."""
+    manifest_path = Path(dataset_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    version = manifest.get("schema_version")
+    if version is None:
+        version = hashlib.sha1(str(schema.PARQUET_SCHEMA).encode()).hexdigest()[:10]
+    return str(version)
+
+
+def schema_tag(dataset_dir: Path) -> str:
+    """Git tag naming the schema version, e.g. `schema-v1`."""
+    return "schema-v" + re.sub(r"[^A-Za-z0-9._-]", "-", schema_version(dataset_dir))
+
+
+def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, revision: str | None = None,
+                 token: str | None = None) -> str:
+    """Create the repo (exist_ok), upload shards + card + manifest + plots, tag the schema version; returns the commit sha."""
+    from huggingface_hub import HfApi, get_token
+
+    dataset_dir = Path(dataset_dir)
+    token = token or get_token()
+    if not token:
+        raise PermissionError(f"no Hugging Face token to push {dataset_dir} to {repo_id}: set HF_TOKEN, run "
+                              "`hf auth login`, or pass token=")
+    if not list(dataset_dir.glob("data/*/*.parquet")):
+        raise FileNotFoundError(f"{dataset_dir}: no Parquet shards under data/<split>/ — run `minerva-fm convert` first")
+    if not (dataset_dir / "README.md").exists():
+        from dataset_builder.dataset_card import write_dataset_card
+
+        write_dataset_card(dataset_dir)  # the card carries the split configs; without it the splits are guessed
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+    commit = api.upload_folder(folder_path=dataset_dir, repo_id=repo_id, repo_type="dataset", revision=revision,
+                               allow_patterns=UPLOAD_PATTERNS, delete_patterns=["data/*/*.parquet", "plots/*.png"],
+                               commit_message=f"Upload converted MINERvA dataset ({schema_tag(dataset_dir)})")
+    tag = schema_tag(dataset_dir)
+    existing = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
+    if tag in existing and existing[tag] != commit.oid:
+        api.delete_tag(repo_id, tag=tag, repo_type="dataset")
+    if existing.get(tag) != commit.oid:
+        api.create_tag(repo_id, tag=tag, revision=commit.oid, repo_type="dataset",
+                       tag_message=f"converted-dataset schema {schema_version(dataset_dir)}")
+    return commit.oid
+
+
+def run_push_dataset_cli(args) -> int:
+    """`minerva-fm push-dataset DIR REPO_ID [--private] [--revision R]`."""
+    sha = push_dataset(args.dataset_dir, args.repo_id, private=args.private, revision=args.revision)
+    print(f"pushed {args.dataset_dir} to datasets/{args.repo_id} @ {sha} (tag {schema_tag(Path(args.dataset_dir))})")
+    return 0

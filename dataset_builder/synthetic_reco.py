@@ -1,0 +1,444 @@
+"""Detector level of the synthetic MINERvA generator: reco objects derived from truth by smearing and thresholds.
+
+All steps are vectorised over padded ``(N, K)`` final-state arrays (see ``synthetic_physics``) or flat per-object
+tables carrying an event index. The response is deliberately particle-type and energy dependent (proton quenching,
+pion hadronic interactions, EM showers near calibration, neutron scatters far from the vertex), so per-object
+information predicts the available energy better than the calorimetric sum ``1.17 * blob_recoil_E``; pid codes and
+Michel tags are imperfect so that cut taggers are beatable. Units: MeV, mm, ns.
+
+Synthetic conventions (real tuples do not document them, minerva-data.md §7.3): raw prong pid 3 carries the muon
+mass hypothesis (the primary track is always pid 3), pid 8 the charged-pion mass, pid 13 the proton mass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dataset_builder.synthetic_physics import M_MU, M_P, M_PI, M_PI0, TruthBatch, boost
+
+C_MM_PER_NS = 299.792458
+MAX_PRONGS = 12
+BLOB_MEAN_E = 8.5  # MeV of visible energy per blob cluster
+TRACKER_Z, ECAL_Z, HCAL_Z = 5980.0, 8422.0, 8900.0
+REGIONS = ("tracker", "ecal", "hcal", "nucl", "od")
+# Visible-energy scale so that 1.17 * blob_recoil_E ~ E_avail on the 1A-like sample (tuned on 200k events).
+VISIBLE_SCALE = 1.08
+PASSIVE_FACTORS = np.array([1.25, 2.1, 4.2, 2.6, 3.0])  # tracker, ecal, hcal, nucl, od
+HYPOTHESIS_MASS = {3: M_MU, 8: M_PI, 13: M_P}
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _norm(v):
+    return np.sqrt(np.sum(v * v, axis=-1))
+
+
+def _smear_direction(rng, direction, sigma):
+    """Unit vectors smeared by a Gaussian angle ``sigma`` (rad) around ``direction`` (small-angle)."""
+    d = direction + rng.normal(0.0, 1.0, direction.shape) * np.asarray(sigma)[..., None]
+    return d / np.maximum(_norm(d), 1e-12)[..., None]
+
+
+def _inside_hexagon(x, y, apothem):
+    return (np.abs(x) < apothem) & (np.abs(y) < (2 * apothem - np.abs(x)) / np.sqrt(3))
+
+
+def _region(x, y, z):
+    """Sub-detector index into REGIONS for deposit positions (mm)."""
+    od = ~_inside_hexagon(x, y, 1000.0)
+    return np.select([od, z < TRACKER_Z, z < ECAL_Z, z < HCAL_Z], [4, 3, 0, 1], 2)
+
+
+def reconstructed_mask(rng: np.random.Generator, truth: TruthBatch) -> np.ndarray:
+    """Which interactions yield a MasterAnaDev row: vertex in the reconstruction volume, something visible, 90 % eff."""
+    x, y, z = truth.vtx[:, 0], truth.vtx[:, 1], truth.vtx[:, 2]
+    inside = _inside_hexagon(x, y, 1000.0) & (z > 4200.0) & (z < 9300.0)
+    ke = truth.p4[..., 3] - _mass_of(truth.pdg)
+    visible = np.isin(np.abs(truth.pdg), [13, 11, 211, 111]) | ((truth.pdg == 2212) & (ke > 20.0))
+    return inside & visible.any(axis=1) & (rng.random(len(truth)) < 0.9)
+
+
+def _mass_of(pdg):
+    a = np.abs(pdg)
+    return np.select([a == 13, a == 11, a == 211, a == 111, a == 2212, a == 2112], [M_MU, 0.511, M_PI, M_PI0, M_P, 939.565], 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------- deposits
+class Deposits:
+    """Flat table of visible energy deposits: event, energy (MeV), position (mm), time (ns), kind."""
+
+    BLOB, HIDDEN, TRACK, PHOTON, FUZZ = 0, 1, 2, 3, 4
+
+    def __init__(self):
+        self.parts: list[tuple] = []
+
+    def add(self, event, energy, pos, time, kind):
+        keep = energy > 0
+        self.parts.append((event[keep], energy[keep], pos[keep], time[keep], np.full(keep.sum(), kind, np.int8)))
+
+    def table(self):
+        ev, e, pos, t, kind = (np.concatenate([p[i] for p in self.parts]) for i in range(5))
+        order = np.argsort(ev, kind="stable")
+        return ev[order], e[order], pos[order], t[order], kind[order]
+
+
+def _split_into_blobs(rng, event, energy, origin, direction, d_lo, d_hi, transverse, t0, speed, mean_blob):
+    """Split each deposit into 1 + Poisson(E/mean_blob) clusters placed along ``direction`` between d_lo and d_hi."""
+    n_b = np.minimum(1 + rng.poisson(energy / mean_blob), 40)
+    rep = np.repeat(np.arange(len(energy)), n_b)
+    weights = rng.gamma(2.0, 1.0, len(rep))
+    sums = np.bincount(rep, weights=weights, minlength=len(energy))
+    e_blob = np.maximum(energy[rep] * weights / sums[rep], 0.05)
+    dist = d_lo[rep] + rng.random(len(rep)) * (d_hi[rep] - d_lo[rep])
+    pos = origin[rep] + direction[rep] * dist[:, None] + rng.normal(0.0, 1.0, (len(rep), 3)) * transverse[rep, None]
+    t = t0[rep] + dist / speed[rep] + rng.normal(0.0, 2.5, len(rep))
+    return event[rep], e_blob, pos, t
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = False) -> dict[str, np.ndarray]:
+    """Reco-tree columns (padded/flat numpy; jagged ones as ``(flat, counts)``) for reconstructed interactions."""
+    n, k = truth.pdg.shape
+    pdg, p4 = truth.pdg, truth.p4
+    apdg = np.abs(pdg)
+    mass = _mass_of(pdg)
+    p = _norm(p4[..., :3])
+    direction = p4[..., :3] / np.maximum(p, 1e-9)[..., None]
+    ke = np.maximum(p4[..., 3] - mass, 0.0)
+    vtx = truth.vtx
+    scale = VISIBLE_SCALE * (0.93 if shifted else 1.0)
+    out: dict[str, np.ndarray] = {}
+
+    # --- muon (MINOS match) and the primary track
+    is_mu = (apdg == 13)
+    mu_p, mu_dir = p[:, 0], direction[:, 0]
+    theta_det = np.arccos(np.clip(mu_dir[:, 2], -1, 1))
+    p_match = 0.97 * _sigmoid((0.50 - theta_det) / 0.025) * _sigmoid((mu_p - 1500.0) / 200.0)
+    matched = is_mu[:, 0] & (rng.random(n) < p_match)
+    is_pich = apdg == 211
+    lead_pi = np.argmax(np.where(is_pich, p, -1.0), axis=1)
+    lead_pi_p = np.take_along_axis(p, lead_pi[:, None], 1)[:, 0]
+    lead_pi_dir = np.take_along_axis(direction, lead_pi[:, None, None], 1)[:, 0]
+    fake = (~is_mu[:, 0] & (lead_pi_p > 1500.0) & (np.arccos(np.clip(lead_pi_dir[:, 2], -1, 1)) < 0.35)
+            & (rng.random(n) < 0.15))
+    muon_slot = np.where(fake, lead_pi, 0)
+    has_muon = matched | fake
+    true_mu_p = np.where(fake, lead_pi_p, mu_p)
+    true_mu_dir = np.where(fake[:, None], lead_pi_dir, mu_dir)
+    sigma_p = np.where(true_mu_p < 2500.0, 0.04, 0.08)
+    p_reco = true_mu_p * np.maximum(1.0 + sigma_p * rng.normal(size=n), 0.3)
+    d_reco = _smear_direction(rng, true_mu_dir, np.full(n, 0.004))
+    mu4 = np.concatenate([d_reco * p_reco[:, None], np.sqrt(p_reco**2 + M_MU**2)[:, None]], axis=1)
+    muon_p = np.where(has_muon[:, None], mu4, -999.0)
+    out["muon_corrected_p"] = muon_p
+    beam_dir = _beam_frame(d_reco)
+    out["muon_theta"] = np.where(has_muon, np.arccos(np.clip(beam_dir[:, 2], -1, 1)), -999.0)
+    out["muon_phi"] = np.where(has_muon, np.arctan2(beam_dir[:, 1], beam_dir[:, 0]), -999.0)
+    out["isMinosMatchTrack"] = has_muon.astype(np.int32)
+    slot_pdg = truth.pdg[np.arange(n), muon_slot]
+    charge = np.where(np.abs(slot_pdg) == 13, -np.sign(slot_pdg), np.sign(slot_pdg)).astype(float)  # PDG 13 = mu-
+    charge = np.where(rng.random(n) < 0.01, -charge, charge)
+    out["MasterAnaDev_minos_trk_qp"] = np.where(has_muon, charge / p_reco, -9999.0)
+    out["muon_trackVertexTime"] = vtx[:, 3] + rng.normal(0.0, 2.0, n)
+
+    # --- charged tracks: efficiency, measured kinetic energy, pid
+    tracked, ke_meas, interacting = _tracks(rng, apdg, ke, p, direction, is_mu, muon_slot, has_muon)
+    rows = np.arange(n)
+    score = np.where(tracked, p, -1.0)
+    score[rows, muon_slot] = np.where(has_muon | (is_mu & tracked)[rows, muon_slot], 1e12, score[rows, muon_slot])
+    any_track = tracked.any(axis=1)
+    # Rows without any track: the most energetic visible particle (an EM shower, a low-energy hadron) is the primary.
+    showerable = np.isin(apdg, [111, 211, 2212, 11, 13])
+    score = np.where(any_track[:, None], score, np.where(showerable, p4[..., 3], -1.0))
+    primary = np.argmax(score, axis=1)
+    raw_pid = _raw_pid(rng, apdg)
+    raw_pid[np.arange(n), primary] = 3
+    # The matched muon's prong reproduces the MINOS-corrected muon four-vector exactly (as in real files).
+    ke_meas[np.arange(n), primary] = np.where(has_muon, mu4[:, 3] - M_MU, ke_meas[np.arange(n), primary])
+    prong_dir = _smear_direction(rng, direction, np.where(apdg == 2212, 0.05, 0.03))
+    prong_dir[np.arange(n), primary] = np.where(has_muon[:, None], d_reco, prong_dir[np.arange(n), primary])
+    _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx)
+
+    # --- visible energy per particle (MeV) and where it goes
+    deposits = Deposits()
+    event = np.broadcast_to(np.arange(n)[:, None], (n, k))
+    primary_is_muon = np.zeros((n, k), bool)
+    primary_is_muon[np.arange(n), primary] = apdg[np.arange(n), primary] == 13
+    primary_is_muon[np.arange(n), muon_slot] |= has_muon
+    vis = _visible(rng, apdg, ke, interacting, p4) * scale
+    vis = np.where(primary_is_muon, 0.0, vis)
+    track_frac = np.where(tracked & ~primary_is_muon, np.clip(ke_meas / np.maximum(ke, 1e-9), 0.0, 1.0), 0.0)
+    rng_mm = np.clip(np.where(apdg == 2212, 1.5, 4.0) * ke, 10.0, 3000.0)
+    mid = vtx[:, None, :3] + direction * (0.5 * rng_mm)[..., None]
+    t_vtx = np.broadcast_to(vtx[:, 3:4], (n, k))
+    hadron = (apdg == 211) | (apdg == 2212) | (apdg == 11) | ((apdg == 13) & ~primary_is_muon)
+    track_e = vis * track_frac * hadron
+    deposits.add(event[hadron], track_e[hadron], mid[hadron], t_vtx[hadron], Deposits.TRACK)
+    rest = np.where(hadron, vis - track_e, 0.0)
+    neutron = apdg == 2112
+    rest = np.where(neutron, vis, rest)
+    u = rng.random((n, k))
+    to_fuzz = (u < 0.08) & has_muon[:, None] & ~neutron
+    # Energy merged into prong-attached / vertex clusters is counted in the recoil but never becomes a blob.
+    to_hidden = (u >= 0.08) & (u < 0.08 + np.where(neutron, 0.2, 0.7))
+    sel = to_fuzz & (rest > 0)
+    deposits.add(event[sel], rest[sel], mid[sel], t_vtx[sel], Deposits.FUZZ)
+    sel = to_hidden & (rest > 0)
+    deposits.add(event[sel], rest[sel], mid[sel], t_vtx[sel], Deposits.HIDDEN)
+    # Only the isolated part of a deposit forms blobs (a few hundred MeV at most); the rest is prong-attached.
+    isolated = np.minimum(rest, 30.0 + rng.exponential(120.0, rest.shape))
+    sel = ~to_fuzz & ~to_hidden & (rest > isolated)
+    deposits.add(event[sel], (rest - isolated)[sel], mid[sel], t_vtx[sel], Deposits.HIDDEN)
+    rest = isolated
+    sel = ~to_fuzz & ~to_hidden & (rest > 0)
+    n_sel = sel.sum()
+    tracked_int = (tracked & interacting)[sel]
+    d_lo = np.where(neutron[sel], 150.0 + rng.exponential(500.0, n_sel), np.where(tracked_int, 0.6, 0.0) * rng_mm[sel])
+    d_hi = np.where(neutron[sel], d_lo + 150.0, np.where(tracked_int, 1.1, 1.0) * rng_mm[sel])
+    beta = np.clip(p[sel] / np.maximum(p4[sel][:, 3], 1e-9), 0.05, 1.0)
+    speed = np.where(neutron[sel], beta * C_MM_PER_NS, C_MM_PER_NS)
+    blob_parts = [_split_into_blobs(rng, event[sel], rest[sel], np.broadcast_to(vtx[:, None, :3], (n, k, 3))[sel],
+                                    direction[sel], d_lo, d_hi, np.where(neutron[sel], 60.0, 35.0),
+                                    t_vtx[sel], speed, BLOB_MEAN_E)]
+
+    # --- photons from pi0 -> gamma gamma: two slots, the rest as EM blobs
+    blob_parts.append(_photons(rng, out, deposits, truth, scale))
+    blob_parts.append(_noise_blobs(rng, vtx, true_mu_dir, any_track))
+    _blobs(rng, out, deposits, blob_parts)
+
+    # --- event-level sums
+    _event_level(rng, out, deposits, truth, has_muon, shifted)
+    out["improved_nmichel"] = _michels(rng, apdg, ke, interacting, is_mu, has_muon, mu_p, pdg)
+    return out
+
+
+def _beam_frame(d):
+    """Rotate detector-frame directions into the beam frame (inverse of the generator's rotation)."""
+    from dataset_builder.synthetic_physics import BEAM_ANGLE
+
+    c, s = np.cos(BEAM_ANGLE), np.sin(BEAM_ANGLE)
+    out = d.copy()
+    out[:, 1] = c * d[:, 1] + s * d[:, 2]
+    out[:, 2] = -s * d[:, 1] + c * d[:, 2]
+    return out
+
+
+def _tracks(rng, apdg, ke, p, direction, is_mu, muon_slot, has_muon):
+    """Tracking efficiency, measured kinetic energy (range/curvature) and whether the hadron interacted."""
+    n, k = apdg.shape
+    forward = np.where(direction[..., 2] > -0.2, 1.0, 0.5)
+    eff = np.select(
+        [apdg == 211, apdg == 2212, apdg == 11, apdg == 13],
+        [0.5 * _sigmoid((ke - 100.0) / 25.0), 0.5 * _sigmoid((ke - 150.0) / 30.0), 0.95 * _sigmoid((ke - 100.0) / 20.0),
+         _sigmoid((p - 250.0) / 50.0)], 0.0) * forward
+    tracked = rng.random((n, k)) < eff
+    tracked[np.arange(n), muon_slot] |= has_muon
+    p_int = np.select([apdg == 211, apdg == 2212], [0.55 * (1 - np.exp(-ke / 400.0)), 0.25 * (1 - np.exp(-ke / 500.0))], 0.0)
+    interacting = rng.random((n, k)) < p_int
+    frac = np.where(interacting, rng.uniform(0.3, 0.95, (n, k)), 1.0 + rng.normal(0.0, 0.06, (n, k)))
+    return tracked, np.maximum(ke * frac, 1.0), interacting
+
+
+def _raw_pid(rng, apdg):
+    """Imperfect raw hypothesis codes: pions mostly 8, protons mostly 13, EM prongs mostly 8."""
+    u = rng.random(apdg.shape)
+    pion = np.select([u < 0.72, u < 0.87], [8, 3], 13)
+    proton = np.select([u < 0.60, u < 0.82], [13, 8], 3)
+    em = np.where(u < 0.7, 8, 3)
+    return np.select([apdg == 211, apdg == 2212, apdg == 11], [pion, proton, em], 3).astype(np.int32)
+
+
+def _dedx(rng, apdg, p4, mass):
+    """Mean dE/dx (MeV/cm): ~1.9/beta^1.8 for hadrons and muons, showering electrons ~3, Landau-like spread."""
+    beta2 = np.clip(np.sum(p4[..., :3] ** 2, axis=-1) / np.maximum(p4[..., 3] ** 2, 1e-9), 0.01, 1.0)
+    base = np.minimum(1.9 / beta2**0.9, 30.0)
+    base = np.where(np.abs(apdg) == 11, 3.0, base)
+    return base * rng.lognormal(0.0, 0.15, apdg.shape)
+
+
+def _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx):
+    """Prong arrays: primary first, then the other tracked particles in FS order; at most MAX_PRONGS."""
+    n, k = tracked.shape
+    slot = np.broadcast_to(np.arange(k), (n, k))
+    is_primary = slot == primary[:, None]
+    has_any = tracked.any(axis=1)
+    tracked = tracked.copy()
+    tracked[np.arange(n), primary] |= ~has_any  # every row keeps at least its primary track
+    key = np.where(tracked, np.where(is_primary, -1, slot), k + 1)
+    order = np.argsort(key, axis=1, kind="stable")
+    valid = np.take_along_axis(key, order, 1) <= k
+    valid &= np.cumsum(valid, axis=1) <= MAX_PRONGS
+
+    def take(a):
+        idx = order if a.ndim == 2 else np.broadcast_to(order[..., None], a.shape)
+        return np.take_along_axis(a, idx, 1)[valid]
+
+    pid = take(raw_pid)
+    hyp = np.select([pid == 3, pid == 8], [M_MU, M_PI], M_P)
+    t_ke = take(ke_meas)
+    pmag = np.sqrt(t_ke**2 + 2 * t_ke * hyp)
+    d = take(prong_dir)
+    e4 = np.concatenate([d * pmag[:, None], (t_ke + hyp)[:, None]], axis=1)
+    counts = valid.sum(axis=1)
+    ev = np.repeat(np.arange(n), counts)
+    start = vtx[ev, :3] + d * rng.uniform(0.0, 30.0, len(ev))[:, None] + rng.normal(0.0, 2.0, (len(ev), 3))
+    pos = np.concatenate([start, (vtx[ev, 3] + rng.normal(0.0, 3.0, len(ev)))[:, None]], axis=1)
+    dedx = _dedx(rng, take(apdg), take(p4), take(mass))
+    u = rng.random(len(ev))
+    dedx = np.select([u < 0.01, u < 0.0105, u < 0.0107], [-999.0, np.inf, -np.inf], dedx)
+    bad = rng.random(len(ev)) < 2e-4
+    if len(ev) >= 200:
+        bad[rng.integers(len(ev))] = True  # at least one NaN coordinate per chunk, as in real files
+    pos[bad, rng.integers(0, 4)] = np.nan
+    out["n_prongs"] = counts.astype(np.int32)
+    out["prong_part_E"] = (e4.reshape(-1), counts * 4)
+    out["prong_part_pos"] = (pos.reshape(-1), counts * 4)
+    out["prong_part_pid"] = (pid.astype(np.int32), counts)
+    out["prong_dEdXMean"] = (dedx, counts)
+
+
+def _visible(rng, apdg, ke, interacting, p4):
+    """Visible (scintillator) energy per FS particle before calibration, MeV."""
+    shape = apdg.shape
+    r_p = (0.58 + 0.14 * (1 - np.exp(-ke / 350.0))) * rng.normal(1.0, 0.06, shape)
+    r_pi = np.where(interacting, rng.uniform(0.4, 0.85, shape), 0.84 * rng.normal(1.0, 0.05, shape))
+    r_n = np.where(rng.random(shape) < 0.45, rng.uniform(0.05, 0.35, shape), 0.0)
+    vis = np.select([apdg == 2212, apdg == 211, apdg == 2112, apdg == 11, apdg == 13],
+                    [r_p * ke, r_pi * ke, r_n * ke, 0.95 * p4[..., 3], 0.9 * np.minimum(ke, 300.0)], 0.0)
+    return np.maximum(vis, 0.0)
+
+
+def _photons(rng, out, deposits, truth, scale):
+    """pi0 -> gamma gamma; the two most energetic reconstructed photons fill gamma1/2, the rest become blobs."""
+    n = len(truth)
+    ev_pi, slot_pi = np.nonzero(truth.pdg == 111)
+    m = len(ev_pi)
+    star = np.zeros((m, 2, 4))
+    d = _iso(rng, m)
+    star[:, 0, :3], star[:, 1, :3] = d * (M_PI0 / 2), -d * (M_PI0 / 2)
+    star[:, :, 3] = M_PI0 / 2
+    gam = boost(star, truth.p4[ev_pi, slot_pi]).reshape(-1, 4)
+    ev = np.repeat(ev_pi, 2)
+    # Fake photons (hadronic interactions mimicking EM showers) in 4 % of events.
+    fake_ev = np.flatnonzero(rng.random(n) < 0.04)
+    fake = np.concatenate([_iso(rng, len(fake_ev)) * 1.0, np.ones((len(fake_ev), 1))], axis=1)
+    fake *= (20.0 + rng.exponential(90.0, len(fake_ev)))[:, None]
+    gam = np.concatenate([gam, fake])
+    ev = np.concatenate([ev, fake_ev])
+    e_true = gam[:, 3]
+    g_dir = gam[:, :3] / np.maximum(_norm(gam[:, :3]), 1e-9)[:, None]
+    sigma = np.sqrt(0.06**2 / np.maximum(e_true / 1000.0, 0.02) + 0.04**2)
+    e_reco = e_true * np.maximum(rng.normal(1.0, sigma), 0.1) * scale
+    d_reco = _smear_direction(rng, g_dir, np.full(len(ev), 0.04))
+    conv = rng.exponential(300.0, len(ev))
+    detected = (e_true > 40.0) & (rng.random(len(ev)) < 0.42)
+    order = np.lexsort((-e_reco, ~detected, ev))
+    ev, e_reco, e_true, d_reco, conv, detected = ev[order], e_reco[order], e_true[order], d_reco[order], conv[order], detected[order]
+    first = np.searchsorted(ev, ev, side="left")
+    rank = np.arange(len(ev)) - first
+    vtx = truth.vtx
+    for s in (1, 2):
+        sel = detected & (rank == s - 1)
+        e = np.zeros(n)
+        e[ev[sel]] = e_reco[sel]
+        for i, comp in enumerate(("px", "py", "pz")):
+            col = np.zeros(n)
+            col[ev[sel]] = e_reco[sel] * d_reco[sel, i]
+            out[f"gamma{s}_{comp}"] = col
+        out[f"gamma{s}_E"] = e
+        tcol = np.zeros(n)
+        tcol[ev[sel]] = vtx[ev[sel], 3] + conv[sel] / C_MM_PER_NS + rng.normal(0.0, 3.0, sel.sum())
+        out[f"gamma{s}_time"] = tcol
+        dcol = np.zeros(n)
+        dcol[ev[sel]] = 2.2 * rng.lognormal(0.0, 0.25, sel.sum())
+        out[f"gamma{s}_dEdx"] = dcol
+    in_slot = detected & (rank < 2)
+    pos_conv = vtx[ev, :3] + d_reco * conv[:, None]
+    deposits.add(ev[in_slot], (0.95 * e_true * scale)[in_slot], pos_conv[in_slot], vtx[ev[in_slot], 3], Deposits.PHOTON)
+    hidden = ~in_slot & (rng.random(len(ev)) < 0.5)
+    deposits.add(ev[hidden], (0.95 * e_true * scale)[hidden], pos_conv[hidden], vtx[ev[hidden], 3], Deposits.HIDDEN)
+    e_vis_all = 0.95 * e_true * scale
+    isolated = np.minimum(e_vis_all, 30.0 + rng.exponential(120.0, len(ev)))
+    attached = ~in_slot & ~hidden & (e_vis_all > isolated)
+    deposits.add(ev[attached], (e_vis_all - isolated)[attached], pos_conv[attached], vtx[ev[attached], 3], Deposits.HIDDEN)
+    rest = ~in_slot & ~hidden
+    e_vis = isolated[rest]
+    return _split_into_blobs(rng, ev[rest], e_vis, vtx[ev[rest], :3], d_reco[rest], conv[rest], conv[rest] + 400.0,
+                             np.full(rest.sum(), 35.0), vtx[ev[rest], 3], np.full(rest.sum(), C_MM_PER_NS), BLOB_MEAN_E)
+
+
+def _iso(rng, m):
+    cos_t = rng.uniform(-1.0, 1.0, m)
+    phi = rng.uniform(0.0, 2 * np.pi, m)
+    sin_t = np.sqrt(1 - cos_t**2)
+    return np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=1)
+
+
+def _noise_blobs(rng, vtx, mu_dir, any_track):
+    """Low-energy clusters along the primary track and near the vertex (cross-talk, delta rays)."""
+    n = len(vtx)
+    cnt = rng.poisson(np.where(any_track, 0.4, 0.1))
+    ev = np.repeat(np.arange(n), cnt)
+    d = rng.uniform(0.0, 1500.0, len(ev))
+    pos = vtx[ev, :3] + mu_dir[ev] * d[:, None] + rng.normal(0.0, 40.0, (len(ev), 3))
+    return ev, 0.3 + rng.exponential(2.5, len(ev)), pos, vtx[ev, 3] + d / C_MM_PER_NS + rng.normal(0.0, 3.0, len(ev))
+
+
+def _blobs(rng, out, deposits, blob_parts):
+    """Keep blob clusters inside the detector as MasterAnaDev_Blob* (event order); all go to the recoil deposits."""
+    ev, e, pos, t = (np.concatenate([b[i] for b in blob_parts]) for i in range(4))
+    order = np.argsort(ev, kind="stable")
+    ev, e, pos, t = ev[order], e[order], pos[order], t[order]
+    inside = _inside_hexagon(pos[:, 0], pos[:, 1], 1100.0) & (pos[:, 2] > 4200.0) & (pos[:, 2] < 10200.0)
+    deposits.add(ev[inside], e[inside], pos[inside], t[inside], Deposits.BLOB)
+    # Clusters leaving the inner detector deposit a fraction in the OD.
+    outside = ~inside
+    deposits.add(ev[outside], 0.5 * e[outside], pos[outside], t[outside], Deposits.HIDDEN)
+    out["_blobs"] = (ev[inside], e[inside], pos[inside], t[inside])
+
+
+def _event_level(rng, out, deposits, truth, has_muon, shifted):
+    """Calorimetric recoil per sub-detector, passive-corrected recoil, hadron recoil, fuzz, vertex, bookkeeping."""
+    n = len(truth)
+    ev, e, pos, t, kind = deposits.table()
+    region = _region(pos[:, 0], pos[:, 1], pos[:, 2])
+    calo = kind != Deposits.FUZZ
+    by_region = np.bincount(ev[calo] * 5 + region[calo], weights=e[calo], minlength=5 * n).reshape(n, 5)
+    for i, name in enumerate(REGIONS):
+        out[f"blob_recoil_E_{name}"] = by_region[:, i]
+    total = by_region[:, 0] + by_region[:, 1] + by_region[:, 2] + by_region[:, 3] + by_region[:, 4]
+    out["blob_recoil_E"] = total
+    passive = PASSIVE_FACTORS * (1.15 if shifted else 1.0) * rng.normal(1.0, 0.05, (n, 1))
+    he_extra = np.where(truth.target_z == 2, rng.exponential(60.0, n), 0.0) if shifted else 0.0
+    out["part_response_total_recoil_passive_allNonMuonClusters_id"] = np.sum(by_region[:, :4] * passive[:, :4], axis=1) + he_extra
+    out["part_response_total_recoil_passive_allNonMuonClusters_od"] = by_region[:, 4] * passive[:, 4]
+    hadron_recoil = 1.2 * total * rng.normal(1.0, 0.03, n)
+    hadron_recoil = np.where(rng.random(n) < 0.003, -1.0, hadron_recoil)
+    out["MasterAnaDev_hadron_recoil"] = hadron_recoil
+    out["MasterAnaDev_hadron_recoil_CCInc"] = np.where(has_muon, hadron_recoil, -1.0)
+    fuzz = np.bincount(ev[kind == Deposits.FUZZ], weights=e[kind == Deposits.FUZZ], minlength=n)
+    out["muon_fuzz_energy"] = np.where(rng.random(n) < 0.005, -1.0, 3.0 + rng.exponential(12.0, n) + fuzz)
+    iso = np.where(has_muon & (rng.random(n) < 0.3), rng.exponential(25.0, n), 0.0)
+    out["muon_iso_blobs_energy"] = np.where(rng.random(n) < 0.005, -1.0, iso)
+    smear = np.array([3.0, 3.0, 8.0, 2.0]) * np.where(has_muon, 1.0, 4.0)[:, None]
+    reco_vtx = truth.vtx + rng.normal(0.0, 1.0, (n, 4)) * smear
+    misreco = rng.random(n) < 0.01
+    reco_vtx[misreco, 2] += rng.normal(0.0, 300.0, misreco.sum())
+    out["vtx"] = reco_vtx
+    out["phys_n_dead_discr_pair_upstream_prim_track_proj"] = rng.choice(
+        np.array([0, 1, 2], dtype=np.int32), size=n, p=[0.93, 0.06, 0.01])
+
+
+def _michels(rng, apdg, ke, interacting, is_mu, has_muon, mu_p, pdg):
+    """Tagged Michel electrons: stopping pi+ (55 % eff), rare pi-, stopping muons, accidentals."""
+    n = len(apdg)
+    pi_plus = (pdg == 211) & ~(interacting & (rng.random(apdg.shape) < 0.7))
+    pi_minus = pdg == -211
+    tag = (pi_plus & (rng.random(apdg.shape) < 0.45)) | (pi_minus & (rng.random(apdg.shape) < 0.04))
+    stop_mu = is_mu[:, 0] & ~has_muon & (mu_p < 1500.0) & (rng.random(n) < 0.4)
+    return (tag.sum(axis=1) + stop_mu + rng.poisson(0.03, n)).astype(np.int32)
+
+
+__all__ = ["simulate_reco", "reconstructed_mask", "REGIONS", "MAX_PRONGS"]

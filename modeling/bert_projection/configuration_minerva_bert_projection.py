@@ -1,0 +1,103 @@
+"""Configuration of the BERT-projection backbone: a linear projection of MINERvA objects into a BERT encoder."""
+
+from __future__ import annotations
+
+from transformers import BertConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Shape of prajjwal1/bert-tiny (Google bert_uncased_L-2_H-128_A-2), the paper's "BERT-small" (backbones.md §3).
+BERT_TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
+PRESETS = {
+    "tiny": dict(bert_config=BERT_TINY),
+    "small": dict(bert_config=BERT_TINY),  # the paper's legends call bert-tiny "BERT-small"
+}
+# Which object_features columns the projection reads (docs/tensor-layout.md column order).
+PROJECTED_FEATURE_COLUMNS = {"kinematic": [0, 1, 2, 3], "all": [0, 1, 2, 3, 4, 5, 6, 7, 8]}
+
+
+class MinervaBertProjectionConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`MinervaBertProjectionModel`]: Linear(object features) + PID embedding -> tokens, an event
+    token Linear(16 -> hidden) first, a `transformers.BertModel` on `inputs_embeds`, masked mean pooling.
+
+    Args:
+        bert_config (`dict` or `BertConfig`, *optional*):
+            The wrapped BERT encoder; defaults to the bert-tiny shape (hidden 128, 2 layers, 2 heads, intermediate 512).
+        projected_features (`str`, *optional*, defaults to `"kinematic"`):
+            `"kinematic"`: project eta, phi, log_pt, log_e (the paper); `"all"`: all 9 object features.
+        use_pid_embedding (`bool`, *optional*, defaults to `True`):
+            Add a learned `Embedding(num_pid_embeddings, hidden)` of the PID index (row 0 = padding, kept zero).
+        num_object_features (`int`, *optional*, defaults to 9):
+            Width of `object_features`.
+        num_pid_embeddings (`int`, *optional*, defaults to 9):
+            PID vocabulary (0 padding, 1..8 object types).
+        num_event_features (`int`, *optional*, defaults to 16):
+            Width of `event_features`.
+        zeroed_event_features (`list[int]`, *optional*, defaults to `[2]`):
+            Event-feature columns set to 0 before use (the paper zeroes the hadronic recoil, column 2).
+        class_weights (`list[float]`, *optional*):
+            Per-class weights of the classification cross entropy.
+        num_labels (`int`, *optional*, defaults to 5):
+            Classes of the classification head.
+
+    Example:
+
+    ```python
+    >>> from modeling.bert_projection.configuration_minerva_bert_projection import MinervaBertProjectionConfig
+    >>> from modeling.bert_projection.modeling_minerva_bert_projection import MinervaBertProjectionModel
+    >>> model = MinervaBertProjectionModel(MinervaBertProjectionConfig())
+    >>> model.config.bert_config.hidden_size
+    128
+    ```"""
+
+    model_type = "minerva_bert_projection"
+    sub_configs_defaults = {"bert_config": SubConfigSpec(config_class=BertConfig, init_kwargs=BERT_TINY)}
+
+    bert_config: dict | PreTrainedConfig | None = None
+    projected_features: str = "kinematic"
+    use_pid_embedding: bool = True
+    num_object_features: int = 9
+    num_pid_embeddings: int = 9
+    num_event_features: int = 16
+    zeroed_event_features: list[int] | None = None
+    class_weights: list[float] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None:
+            kwargs.setdefault("num_labels", 5)
+        if self.zeroed_event_features is None:
+            self.zeroed_event_features = [2]
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    @property
+    def hidden_size(self) -> int:
+        """Token width, that of the wrapped BERT."""
+        return self.bert_config.hidden_size
+
+    def validate_architecture(self):
+        """Raise a ValueError naming the fields when the values cannot build a model."""
+        if self.projected_features not in PROJECTED_FEATURE_COLUMNS:
+            raise ValueError(f"projected_features={self.projected_features!r}; choose one of "
+                             f"{sorted(PROJECTED_FEATURE_COLUMNS)}")
+        if self.num_object_features != 9:
+            raise ValueError(f"num_object_features={self.num_object_features}; the object layout has 9 features")
+        bad = [i for i in self.zeroed_event_features if not 0 <= i < self.num_event_features]
+        if bad:
+            raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
+                             f"0..{self.num_event_features - 1}: {bad}")
+        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
+            raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MinervaBertProjectionConfig":
+        """Build the config of a named size (`tiny`, `small`); `bert_config` overrides merge into the preset's."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown BERT-projection preset {name!r}; choose one of {sorted(PRESETS)}")
+        bert_overrides = overrides.pop("bert_config", None) or {}
+        if isinstance(bert_overrides, BertConfig):
+            bert_overrides = bert_overrides.to_dict()
+        return cls(bert_config={**PRESETS[name]["bert_config"], **bert_overrides}, **overrides)
+
+
+__all__ = ["MinervaBertProjectionConfig", "PRESETS", "PROJECTED_FEATURE_COLUMNS", "BERT_TINY"]

@@ -1,0 +1,82 @@
+"""Configuration of the event-feature-only MLP baseline (the paper's CondOnlyMLP)."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+# One size in the paper (minerva-data.md §4.3).
+PRESETS = {"small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3)}
+
+
+class MinervaEventMLPConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`MinervaEventMLPModel`]: 16 event features -> Linear+LayerNorm+SiLU -> pre-norm residual
+    blocks -> LayerNorm -> Linear+SiLU. Object inputs are accepted and ignored.
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 128):
+            Width of the trunk.
+        intermediate_size (`int`, *optional*, defaults to 256):
+            Hidden width inside each residual block.
+        num_hidden_layers (`int`, *optional*, defaults to 3):
+            Number of residual blocks.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            LayerNorm epsilon (torch default, as the reference).
+        num_event_features (`int`, *optional*, defaults to 16):
+            Width of `event_features`.
+        zeroed_event_features (`list[int]`, *optional*, defaults to `[2]`):
+            Event-feature columns set to 0 before use (the paper zeroes the hadronic recoil, column 2).
+        regression_softplus (`bool`, *optional*, defaults to `True`):
+            Regression output = softplus(Linear(...)) in log(1 + E/GeV) space (non-negative), as the reference MLP.
+        class_weights (`list[float]`, *optional*):
+            Per-class weights of the classification cross entropy.
+        num_labels (`int`, *optional*, defaults to 5):
+            Classes of the classification head.
+
+    Example:
+
+    ```python
+    >>> from modeling.event_mlp.configuration_minerva_event_mlp import MinervaEventMLPConfig
+    >>> from modeling.event_mlp.modeling_minerva_event_mlp import MinervaEventMLPModel
+    >>> model = MinervaEventMLPModel(MinervaEventMLPConfig())
+    >>> model.config.hidden_size
+    128
+    ```"""
+
+    model_type = "minerva_event_mlp"
+
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 3
+    layer_norm_eps: float = 1e-5
+    num_event_features: int = 16
+    zeroed_event_features: list[int] | None = None
+    regression_softplus: bool = True
+    class_weights: list[float] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None:
+            kwargs.setdefault("num_labels", 5)
+        if self.zeroed_event_features is None:
+            self.zeroed_event_features = [2]
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    def validate_architecture(self):
+        """Raise a ValueError naming the fields when the values cannot build a model."""
+        bad = [i for i in self.zeroed_event_features if not 0 <= i < self.num_event_features]
+        if bad:
+            raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
+                             f"0..{self.num_event_features - 1}: {bad}")
+        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
+            raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MinervaEventMLPConfig":
+        """Build the config of a named size (`small`) with optional field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown event-MLP preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["MinervaEventMLPConfig", "PRESETS"]

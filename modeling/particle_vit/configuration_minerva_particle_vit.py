@@ -1,0 +1,114 @@
+"""Configuration of the HyperScale ParticleViT (embedding variant) adapted to MINERvA events."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+# Sizes of the two HyperScale checkpoints used in arXiv 2604.12364 (run dirs emb_*_d4_e448_* and emb_*_d5_e512_*).
+# Head count and mlp_ratio are not in the run names: 8 heads and 8/3 are the HyperScale defaults.
+PRESETS = {
+    "small": dict(hidden_size=448, num_hidden_layers=4, num_attention_heads=8),
+    "medium": dict(hidden_size=512, num_hidden_layers=5, num_attention_heads=8),
+}
+
+
+class MinervaParticleViTConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`MinervaParticleViTModel`]: the HyperScale ParticleViT "embedding" variant (double-norm
+    blocks, QK-norm, SwiGLU, no positional encoding) with a MINERvA event token inserted after the CLS token.
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 448):
+            Token width `d` (HyperScale `embed_dim`).
+        num_hidden_layers (`int`, *optional*, defaults to 4):
+            Number of transformer blocks (HyperScale `depth`).
+        num_attention_heads (`int`, *optional*, defaults to 8):
+            Attention heads; must divide `hidden_size`.
+        mlp_ratio (`float`, *optional*, defaults to 8/3):
+            SwiGLU hidden width is `int(hidden_size * mlp_ratio)` unless `intermediate_size` is given.
+        intermediate_size (`int`, *optional*):
+            SwiGLU hidden width; derived from `mlp_ratio` when `None` (the converter sets it from checkpoint shapes).
+        rms_norm_eps (`float`, *optional*):
+            RMSNorm epsilon; `None` (HyperScale) means the machine epsilon of the dtype.
+        num_object_features (`int`, *optional*, defaults to 9):
+            Width of `object_features` (eta, phi, log_pt, log_e, log_dedx, x, y, z, t; see docs/tensor-layout.md).
+        num_pid_embeddings (`int`, *optional*, defaults to 9):
+            Rows of the PID table (HyperScale's jet-PID table, re-used for MINERvA PID indices 0..8).
+        num_event_features (`int`, *optional*, defaults to 16):
+            Width of `event_features`, projected to one event token.
+        use_event_token (`bool`, *optional*, defaults to `True`):
+            Insert the event token after CLS; `False` gives the bare HyperScale network (used for conversion parity).
+        use_time_feature (`bool`, *optional*, defaults to `False`):
+            Extension: add a zero-initialised `Linear(1, d)` of the time feature (ns/1e4) to each object token.
+            The paper drops time.
+        zeroed_event_features (`list[int]`, *optional*, defaults to `[2]`):
+            Event-feature columns set to 0 before use (the paper zeroes the hadronic recoil, column 2, in every run).
+        class_weights (`list[float]`, *optional*):
+            Per-class weights of the classification cross entropy (e.g. total/count from the training split).
+        num_labels (`int`, *optional*, defaults to 5):
+            Classes of the classification head (the 5 topologies).
+
+    Example:
+
+    ```python
+    >>> from modeling.particle_vit.configuration_minerva_particle_vit import MinervaParticleViTConfig
+    >>> from modeling.particle_vit.modeling_minerva_particle_vit import MinervaParticleViTModel
+    >>> config = MinervaParticleViTConfig.from_preset("small")
+    >>> model = MinervaParticleViTModel(config)
+    >>> model.config.hidden_size
+    448
+    ```"""
+
+    model_type = "minerva_particle_vit"
+
+    hidden_size: int = 448
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 8
+    mlp_ratio: float = 8 / 3
+    intermediate_size: int | None = None
+    rms_norm_eps: float | None = None
+    num_object_features: int = 9
+    num_pid_embeddings: int = 9
+    num_event_features: int = 16
+    use_event_token: bool = True
+    use_time_feature: bool = False
+    zeroed_event_features: list[int] | None = None
+    class_weights: list[float] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None:
+            kwargs.setdefault("num_labels", 5)
+        if self.intermediate_size is None:
+            self.intermediate_size = int(self.hidden_size * self.mlp_ratio)
+        if self.zeroed_event_features is None:
+            self.zeroed_event_features = [2]
+        super().__post_init__(**kwargs)
+        self.validate_architecture()
+
+    def validate_architecture(self):
+        """Raise a ValueError naming the fields when the sizes cannot build a model."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
+            )
+        if self.num_object_features != 9:
+            raise ValueError(
+                f"num_object_features={self.num_object_features}: the embedding variant splits exactly 9 object "
+                "features (4 kinematics, log_dedx, x, y, z, t)"
+            )
+        bad = [i for i in self.zeroed_event_features if not 0 <= i < self.num_event_features]
+        if bad:
+            raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
+                             f"0..{self.num_event_features - 1}: {bad}")
+        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
+            raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MinervaParticleViTConfig":
+        """Build the config of a named size (`small`, `medium`) with optional field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown ParticleViT preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["MinervaParticleViTConfig", "PRESETS"]

@@ -1,0 +1,165 @@
+"""Streaming the converted events with `datasets`: split lookup, seeded shuffling, per-process sharding, resumable
+epoch iteration and the class / bin statistics the losses need.
+
+A data source is a local folder of Parquet shards or a Hub dataset repo id. Local folders with a dataset card
+(`README.md` with `configs:`) load exactly as the Hub repo would; bare folders are searched for `<split>/*.parquet`,
+`<split>-*.parquet` or `<split>_*.parquet` files. Batches come out as `pyarrow.Table`s (the fast path, hf-integration.md
+§3) and are turned into model tensors by `dataset_builder.collator`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from dataset_builder.schema import NUM_TOPOLOGIES
+
+
+def split_files(path: str | os.PathLike, split: str) -> list[str]:
+    """Parquet files of `split` in a bare local folder (sorted); empty if the folder has none."""
+    root = Path(path)
+    pattern = re.compile(rf"(^|/){re.escape(split)}(/|[-_.][^/]*$)")
+    files = [p for p in sorted(root.rglob("*.parquet")) if pattern.search(p.relative_to(root).as_posix())]
+    return [str(p) for p in files]
+
+
+def _has_card_configs(root: Path) -> bool:
+    card = root / "README.md"
+    return card.is_file() and "configs:" in card.read_text(encoding="utf-8", errors="replace")
+
+
+def load_split(path: str, split: str, revision: str | None = None, streaming: bool = True):
+    """The `split` of a local Parquet folder or Hub dataset repo as a (streaming) `datasets` dataset."""
+    from datasets import load_dataset
+
+    root = Path(path)
+    if root.is_dir():
+        if _has_card_configs(root):
+            return load_dataset(str(root), split=split, streaming=streaming)
+        files = split_files(root, split)
+        if not files:
+            found = sorted({p.relative_to(root).as_posix() for p in root.rglob("*.parquet")})[:10]
+            raise FileNotFoundError(f"no Parquet files for split {split!r} under {root} (looked for {split}/*.parquet, "
+                                    f"{split}-*.parquet, {split}_*.parquet); found: {found}")
+        return load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming)
+    if root.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
+        raise FileNotFoundError(f"data path {path!r} is neither a folder nor a Hub dataset repo id (namespace/name)")
+    return load_dataset(str(path), split=split, revision=revision, streaming=streaming)
+
+
+def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int):
+    """Shuffle (seeded, buffer) then shard across processes; call `set_epoch(e)` on the result for epoch e.
+
+    Shuffling before `split_dataset_by_node` keeps the ranks disjoint: with one shard every rank sees the same
+    shuffled stream and keeps every world_size-th example; with n_shards % world_size == 0 each rank gets whole shards.
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    if shuffle_buffer > 0:
+        dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    if world_size > 1:
+        dataset = split_dataset_by_node(dataset, rank=rank, world_size=world_size)
+    return dataset
+
+
+def eval_stream(dataset, rank: int, world_size: int):
+    """Unshuffled shard of `dataset` for this process (each event on exactly one rank)."""
+    from datasets.distributed import split_dataset_by_node
+
+    return split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
+
+
+def iter_tables(dataset, batch_size: int, max_events: int | None = None) -> Iterator[pa.Table]:
+    """Arrow batches of up to `batch_size` events (the last may be smaller), stopping after `max_events`."""
+    seen = 0
+    for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+        if max_events is not None:
+            if seen >= max_events:
+                return
+            table = table.slice(0, max_events - seen)
+        seen += table.num_rows
+        yield table
+
+
+class EpochIterator:
+    """Endless batches over a `training_stream`, epoch after epoch, with a resumable position.
+
+    `position()` = (epoch, batches already drawn in that epoch); `EpochIterator(..., start=position)` replays the epoch's
+    order (`set_epoch`) and drops the batches already used, so a resumed run sees exactly the batches an uninterrupted
+    run would have seen.
+    """
+
+    def __init__(self, dataset, batch_size: int, start: tuple[int, int] = (0, 0)):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.epoch, self.batches_in_epoch = start
+        self._iterator = self._open(skip=self.batches_in_epoch)
+
+    def _open(self, skip: int) -> Iterator[pa.Table]:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        iterator = iter_tables(self.dataset, self.batch_size)
+        for _ in range(skip):
+            if next(iterator, None) is None:
+                raise ValueError(f"cannot resume at batch {skip} of epoch {self.epoch}: the epoch has fewer batches")
+        return iterator
+
+    def position(self) -> tuple[int, int]:
+        """(epoch, batches drawn in this epoch)."""
+        return self.epoch, self.batches_in_epoch
+
+    def __iter__(self) -> EpochIterator:
+        return self
+
+    def __next__(self) -> pa.Table:
+        table = next(self._iterator, None)
+        if table is None:
+            if self.batches_in_epoch == 0:
+                raise ValueError("the training split yielded no events for this process")
+            self.epoch, self.batches_in_epoch = self.epoch + 1, 0
+            self._iterator = self._open(skip=0)
+            table = next(self._iterator)
+        self.batches_in_epoch += 1
+        return table
+
+
+def column_values(dataset, column: str, batch_size: int = 65_536) -> np.ndarray:
+    """All values of one column of a (streaming) split as a numpy array (one pass, arrow batches)."""
+    if column not in (dataset.column_names or [column]):
+        raise KeyError(f"column {column!r} not in the dataset; columns: {dataset.column_names}")
+    parts = [t.column(column).to_numpy(zero_copy_only=False)
+             for t in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_size)]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def inverse_frequency_class_weights(topology: np.ndarray, num_classes: int = NUM_TOPOLOGIES) -> list[float]:
+    """Class weights N_total / N_class (not renormalised, as the reference); a class absent from train gets 0."""
+    topology = np.asarray(topology)
+    topology = topology[topology >= 0]
+    counts = np.bincount(topology.astype(np.int64), minlength=num_classes)[:num_classes]
+    total = counts.sum()
+    return [float(total / c) if c > 0 else 0.0 for c in counts]
+
+
+def bin_weights(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Per-bin loss weights N_total / (n_nonempty_bins x N_bin) for bins [lo, hi) (outside: clamped to end bins)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    idx = bin_of(values, edges)
+    counts = np.bincount(idx, minlength=len(edges) - 1).astype(np.float64)
+    nonempty = max(int((counts > 0).sum()), 1)
+    return np.where(counts > 0, counts.sum() / (nonempty * np.maximum(counts, 1)), 0.0)
+
+
+def bin_of(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Bin index of [lo, hi) bins, values outside the edges clamped into the first / last bin (NaN -> 0)."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=edges[0])
+    return np.clip(np.searchsorted(np.asarray(edges), values, side="right") - 1, 0, len(edges) - 2)
+
+
+__all__ = ["split_files", "load_split", "training_stream", "eval_stream", "iter_tables", "EpochIterator",
+           "column_values", "inverse_frequency_class_weights", "bin_weights", "bin_of"]
