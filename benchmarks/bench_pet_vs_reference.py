@@ -4,7 +4,8 @@ Both models are built at the same config (default: small preset, MINERvA layout:
 9 PID rows, pair bias and local pair features on), ours converted from the reference's own state dict, and fed the
 same batches: N object slots with a realistic multiplicity (real objects per event drawn around the dataset mean of
 11.2, at most N) and, separately, fully occupied events. Timing rounds alternate between the two models in one
-process (median of rounds); peak memory is the growth of the peak RSS of a fresh subprocess per model.
+process (median of rounds); peak memory is, in a fresh subprocess per model (glibc told to return large blocks to the
+OS), the peak RSS of two fwd+bwd steps (kernel high-water mark reset after a warm-up step) minus the RSS before them.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_pet_vs_reference.py --batch-size 128
 """
@@ -15,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -103,18 +103,28 @@ def peak_memory_worker(which: str, size: str, batch_size: int, num_slots: int, o
     del reference, ours
     batch = make_batch(batch_size, num_slots, occupancy)
     step = reference_step if which == "reference" else ours_step
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(model, batch)  # warm-up: lazily allocated buffers, thread pools
+    model.zero_grad(set_to_none=True)
+    before = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS high-water mark (Linux >= 4.0)
     for _ in range(2):
         step(model, batch)
         model.zero_grad(set_to_none=True)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_growth_mib": (after - before) / 1024}))
+    print(json.dumps({"peak_rss_growth_mib": (_status_kib("VmHWM") - before) / 1024}))
+
+
+def _status_kib(field: str) -> int:
+    """A memory field of /proc/self/status in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def peak_memory(which: str, args, occupancy: str) -> float:
     cmd = [sys.executable, __file__, "--memory-worker", which, "--size", args.size, "--batch-size",
            str(args.batch_size), "--num-slots", str(args.num_slots), "--occupancy", occupancy]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ}).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_growth_mib"]
 
 

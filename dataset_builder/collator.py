@@ -55,7 +55,8 @@ class MinervaCollator:
         if self.task:
             name, dtype = TASK_LABEL_COLUMNS[self.task]
             values = [row[name] for row in rows]
-            bad = [i for i, v in enumerate(values) if v is None or (isinstance(v, float) and np.isnan(v))]
+            bad = [i for i, v in enumerate(values)
+                   if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))]
             if bad:
                 raise ValueError(_null_label_message(name, self.task, len(bad), rows[bad[0]]))
             batch["labels"] = torch.from_numpy(np.asarray([_as_numpy(v, dtype) for v in values], dtype=dtype))
@@ -89,22 +90,25 @@ class MinervaCollator:
         """Scatter the flat object arrays into zero-padded (B, N, ...) tensors."""
         batch_size = len(counts)
         n_max = int(min(max(counts.max(initial=0), 1), self.max_objects))
-        row = np.repeat(np.arange(batch_size), counts)
-        pos = np.arange(len(pids)) - np.repeat(np.cumsum(counts) - counts, counts)
-        keep = pos < n_max  # events longer than max_objects are cut (the converter already caps at 33)
-        row, pos = row[keep], pos[keep]
-        object_features = np.zeros((batch_size, n_max, schema.NUM_OBJECT_FEATURES), np.float32)
-        object_pid = np.zeros((batch_size, n_max), np.int64)
-        mask = np.zeros((batch_size, n_max), bool)
-        object_features[row, pos] = feats[keep]
-        object_pid[row, pos] = pids[keep]
-        mask[row, pos] = True
+        # flat slot of each object in the (B * N) padded layout: row * N + position within its event
+        starts = np.cumsum(counts) - counts
+        slot = np.arange(len(pids)) + np.repeat(np.arange(batch_size) * n_max - starts, counts)
+        if counts.max(initial=0) > n_max:  # events longer than max_objects are cut (the converter caps at 33)
+            keep = slot - np.repeat(np.arange(batch_size) * n_max, counts) < n_max
+            slot, pids, feats = slot[keep], pids[keep], feats[keep]
+        object_features = np.zeros((batch_size * n_max, schema.NUM_OBJECT_FEATURES), np.float32)
+        object_pid = np.zeros(batch_size * n_max, np.int64)
+        mask = np.zeros(batch_size * n_max, bool)
+        object_features[slot] = feats
+        object_pid[slot] = pids
+        mask[slot] = True
         if event.shape != (batch_size, schema.NUM_EVENT_FEATURES):
-            raise ValueError(f"event_features has shape {event.shape}, expected ({batch_size}, {schema.NUM_EVENT_FEATURES})")
+            raise ValueError(f"event_features has shape {event.shape}, "
+                             f"expected ({batch_size}, {schema.NUM_EVENT_FEATURES})")
         return {
-            "object_features": torch.from_numpy(object_features),
-            "object_pid": torch.from_numpy(object_pid),
-            "attention_mask": torch.from_numpy(mask),
+            "object_features": torch.from_numpy(object_features.reshape(batch_size, n_max, -1)),
+            "object_pid": torch.from_numpy(object_pid.reshape(batch_size, n_max)),
+            "attention_mask": torch.from_numpy(mask.reshape(batch_size, n_max)),
             "event_features": torch.from_numpy(np.array(event, dtype=np.float32)),  # a copy: Arrow memory is read-only
         }
 

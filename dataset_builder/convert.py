@@ -254,24 +254,23 @@ def truth_columns(chunk: ak.Array, tokens: TokenizedChunk) -> dict[str, np.ndarr
     for name in ("mc_FSPartPx", "mc_FSPartPy", "mc_FSPartPz", "mc_FSPartE", "mc_FSPartPDG"):
         if not np.array_equal(ak.to_numpy(ak.num(chunk[name], axis=1)), n_fs):
             raise LayoutError(f"branch {name!r}: per-event lengths differ from mc_nFSPart")
-    pdg = chunk["mc_FSPartPDG"]
-    px, py, pz, e = (chunk[f"mc_FSPart{c}"] for c in ("Px", "Py", "Pz", "E"))
+    fs = physics.FinalState.from_jagged(*(chunk[f"mc_FSPart{c}"] for c in ("PDG", "Px", "Py", "Pz", "E")))
     enu = np.asarray(ak.to_numpy(chunk["mc_incomingE"]), dtype=np.float64)
     current = np.asarray(ak.to_numpy(chunk["mc_current"]), dtype=np.int32)
     lepton = np.asarray(ak.to_numpy(chunk["mc_primFSLepton"]), dtype=np.float64)
     q0, q3, q2 = physics.true_momentum_transfer(enu, lepton)
-    n_plus, n_minus, n_zero = physics.pion_counts(pdg)
+    n_plus, n_minus, n_zero = physics.pion_counts(fs)
     label = physics.topology(current, n_plus, n_minus, n_zero)
-    pion_e, pion_t, pion_theta = physics.binning_pion(current, pdg, px, py, pz, e)
+    pion_e, pion_t, pion_theta = physics.binning_pion(current, fs)
     w_genie = np.asarray(ak.to_numpy(chunk["mc_w"]), dtype=np.float64)
     return {
         "enu": enu / 1e3,
-        "e_avail": physics.available_energy(pdg, px, py, pz, e, "minerva") / 1e3,
-        "e_avail_reference": physics.available_energy(pdg, px, py, pz, e, "reference") / 1e3,
+        "e_avail": physics.available_energy(fs, "minerva") / 1e3,
+        "e_avail_reference": physics.available_energy(fs, "reference") / 1e3,
         "q0": q0 / 1e3, "q3": q3 / 1e3,
         "q3_hybrid": physics.hybrid_q3(enu, tokens.muon_p4, tokens.has_muon) / 1e3,
         "q2": q2 / 1e6,
-        "w": physics.hadronic_invariant_mass(pdg, px, py, pz, e) / 1e3,
+        "w": physics.hadronic_invariant_mass(fs) / 1e3,
         "w_genie": np.where(w_genie >= 0, w_genie, np.nan) / 1e3,
         "int_type": np.asarray(ak.to_numpy(chunk["mc_intType"]), dtype=np.int32),
         "current": current,

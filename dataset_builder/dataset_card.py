@@ -55,7 +55,9 @@ REFERENCE_FIXES = (
     ("PID 0 doubled as muon and padding (frozen muon embedding)", "PID 0 is reserved for padding; muon = 1, all types "
      "shifted; the collator's `attention_mask` marks real objects (never inferred from feature values)"),
     ("Muon counted twice (muon token + its own prong)", "the prong matched to the muon track is dropped"),
-    ("Blob direction taken from the detector origin (~6 m upstream)", "blob eta/phi point from the reconstructed vertex"),
+    ("Blob direction taken from the detector origin (~6 m upstream)",
+     "blob eta/phi point from the reconstructed vertex "
+     "(converter option `blob_origin`, recorded under Truncation)"),
     ("E_avail with pi+- total energy", "`e_avail` uses the MINERvA convention (kinetic p and pi+-, total pi0/gamma/e, "
      "no neutrons); the reference convention is kept as `e_avail_reference` for parity"),
     ("Hybrid q0/q3/Q2 (true Enu, reco muon, detector axis) plotted as true", "`q0`, `q3`, `q2` are true, beam frame; "
@@ -278,17 +280,21 @@ def card_body(summary: dict, manifest: dict, plots: list[Path]) -> str:
         "a variable-length list of up to 33 detector objects (muon, photons, blobs, prongs) with 9 features each, "
         "16 event-level features, true targets (available energy, q0, q3, W, pion counts, 5-class topology) and the "
         "reference cut-based baselines. Produced for the reproduction of arXiv 2604.12364.",
-        "## Usage\n\n```python\nfrom datasets import load_dataset\nds = load_dataset(\"<this repo>\", streaming=True)\n\n"
+        "## Usage\n\n```python\nfrom datasets import load_dataset\n"
+        "ds = load_dataset(\"<this repo>\", streaming=True)\n\n"
         "from dataset_builder.collator import MinervaCollator, iter_batches\n"
         "collator = MinervaCollator(task=\"regression\")  # or \"classification\" / None\n"
-        "for batch in iter_batches(ds[\"train\"], 256, collator):\n    ...  # dict of tensors, docs/tensor-layout.md\n```",
+        "for batch in iter_batches(ds[\"train\"], 256, collator):\n"
+        "    ...  # dict of tensors, docs/tensor-layout.md\n```",
         "## Splits and counts\n\n" + _splits_table(summary),
         "## Columns\n\n| column | type | unit | description |\n|---|---|---|---|\n" + "\n".join(
-            f"| `{f.name}` | `{f.type}` | {_unit(f)} | {_cell(comments.get(f.name) or EXTRA_DESCRIPTIONS.get(f.name, ''))} |"
+            f"| `{f.name}` | `{f.type}` | {_unit(f)} "
+            f"| {_cell(comments.get(f.name) or EXTRA_DESCRIPTIONS.get(f.name, ''))} |"
             for f in schema.PARQUET_SCHEMA),
         "Truth columns are null for data (non-simulated) files. Energies, momenta and masses are in GeV unless noted.",
         "### Object features (`object_features[i]`, in this order)\n\n| # | name | definition |\n|---|---|---|\n"
-        + "\n".join(f"| {i} | `{n}` | {_cell(comments.get(n, ''))} |" for i, n in enumerate(schema.OBJECT_FEATURE_NAMES))
+        + "\n".join(f"| {i} | `{n}` | {_cell(comments.get(n, ''))} |"
+                    for i, n in enumerate(schema.OBJECT_FEATURE_NAMES))
         + "\n\nKinematics are w.r.t. the detector z axis; eta/phi are absolute (nothing subtracted).",
         "### Object PID index (`object_pid[i]`)\n\n| index | type |\n|---|---|\n"
         + "\n".join(f"| {i} | {n}{' — ' + comments[n].split(':', 1)[1].strip() if ':' in comments.get(n, '') else ''} |"
@@ -301,14 +307,13 @@ def card_body(summary: dict, manifest: dict, plots: list[Path]) -> str:
         "## Truncation\n\n" + _truncation(manifest),
         "## Fixes relative to the reference code\n\nKnown problems of the reference preprocessing "
         "(minerva-data.md §7) and how this conversion handles them:\n\n| reference problem | here |\n|---|---|\n"
-        + "\n".join(f"| {problem} | {fix} |" for problem, fix in REFERENCE_FIXES),
+        + "\n".join(f"| {_cell(problem)} | {_cell(fix)} |" for problem, fix in REFERENCE_FIXES),
     ]
     if plots:
         parts.append("## Distributions\n\n" + "\n\n".join(f"![{p.stem}](plots/{p.name})" for p in plots))
-    provenance = {k: v for k, v in manifest.items() if k not in ("splits", "selection", "truncation", "truncations")}
+    provenance = _provenance(manifest)
     if provenance:
-        parts.append("## Provenance (manifest.json)\n\n```json\n" + json.dumps(provenance, indent=2, default=str)[:6000]
-                     + "\n```")
+        parts.append("## Provenance (manifest.json)\n\n" + provenance)
     return "\n\n".join(parts) + "\n"
 
 
@@ -318,7 +323,8 @@ def _cell(text: str) -> str:
 
 
 def _splits_table(summary: dict) -> str:
-    head = "| split | events | " + " | ".join(schema.TOPOLOGY_NAMES) + " | mean objects | muon | E_avail q10 / q50 / q90 [GeV] |"
+    head = ("| split | events | " + " | ".join(schema.TOPOLOGY_NAMES)
+            + " | mean objects | muon | E_avail q10 / q50 / q90 [GeV] |")
     rows = [head, "|" + "---|" * (len(schema.TOPOLOGY_NAMES) + 5)]
     for split, s in summary.items():
         fractions = " | ".join(f"{v:.3f}" if v is not None else "—" for v in s["class_fractions"].values())
@@ -350,15 +356,23 @@ def _definitions() -> str:
 
 
 def _selection(manifest: dict, summary: dict) -> str:
-    selection = manifest.get("selection")
     text = ("Rows are kept raw (including NC and events without a reconstructed muon); filters are applied as views "
-            "downstream. ")
-    if selection:
-        text += "Selection recorded by the converter:\n\n```json\n" + json.dumps(selection, indent=2, default=str) + \
-                "\n```\n"
+            "downstream.")
+    config = (manifest.get("options") or {}).get("selection")
+    if config:
+        text += "\n\nSelection configuration used by the converter:\n\n" + _json_block(config)
+    if manifest.get("selection"):
+        text += "\n\nEvent counts through the selection (converter cut flow):\n\n" + _json_block(manifest["selection"])
+    if manifest.get("rejected"):
+        text += "\n\nValues rejected or repaired while reading (counts per reason and branch):\n\n" + \
+                _json_block(manifest["rejected"])
     counts = ", ".join(f"{split}: {s['events']} events ({s['passes_cc_inclusive']} pass the CC-inclusive "
                        f"evaluation selection)" for split, s in summary.items())
-    return text + "\nCounts: " + counts + "."
+    return text + "\n\nCounts in the Parquet shards: " + counts + "."
+
+
+def _json_block(value) -> str:
+    return "```json\n" + json.dumps(value, indent=1, default=str) + "\n```"
 
 
 def _truncation(manifest: dict) -> str:
@@ -366,10 +380,28 @@ def _truncation(manifest: dict) -> str:
             f"{schema.MAX_PRONGS} prongs per event ({schema.MAX_OBJECTS} objects, in that order). Blobs and prongs "
             "beyond the cap are not dropped: their 4-vectors are summed into one aggregated object (PID 7 / 8) that "
             "takes the last slot.")
+    tokens = (manifest.get("options") or {}).get("tokens")
+    if tokens:
+        text += "\n\nObject-building options used by the converter:\n\n" + _json_block(tokens)
     info = manifest.get("truncation") or manifest.get("truncations")
     if info:
-        text += "\n\nRecorded by the converter:\n\n```json\n" + json.dumps(info, indent=2, default=str) + "\n```"
+        text += "\n\nObjects merged or dropped (counts over the whole dataset):\n\n" + _json_block(info)
     return text
+
+
+def _provenance(manifest: dict) -> str:
+    """Converter version, POT, inputs and shard count from the manifest (long lists summarised)."""
+    shown = {"selection", "truncation", "truncations", "rejected", "schema", "shards", "source_files", "splits"}
+    info = {k: v for k, v in manifest.items() if k not in shown and k != "options"}
+    if manifest.get("options"):
+        info["options"] = {k: v for k, v in manifest["options"].items() if k not in ("selection", "tokens")}
+    sources = manifest.get("source_files") or []
+    if sources:
+        names = [s.get("name", "?") if isinstance(s, dict) else str(s) for s in sources]
+        info["source_files"] = f"{len(names)} files: " + ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+    if manifest.get("shards"):
+        info["shards"] = f"{len(manifest['shards'])} Parquet shards (paths, rows and sha256 in manifest.json)"
+    return _json_block(info) if info else ""
 
 
 def build_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True):

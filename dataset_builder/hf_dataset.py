@@ -59,7 +59,7 @@ class MinervaEventsConfig(datasets.BuilderConfig):
 
 
 class MinervaEvents(datasets.ArrowBasedBuilder):
-    """Parquet shards of the converted dataset -> Arrow tables cast to `features()`, splits train/validation/test/shifted."""
+    """Parquet shards -> Arrow tables cast to `features()`; splits train/validation/test/shifted (those present)."""
 
     BUILDER_CONFIG_CLASS = MinervaEventsConfig
     BUILDER_CONFIGS = [MinervaEventsConfig(name="default", description=DESCRIPTION)]

@@ -13,23 +13,24 @@ UPLOAD_PATTERNS = ["data/*/*.parquet", "README.md", "manifest.json", "plots/*.pn
 
 
 def schema_version(dataset_dir: Path) -> str:
-    """The converted-dataset schema version: manifest `schema_version`, else a hash of `schema.PARQUET_SCHEMA`."""
+    """Manifest `schema_version` if given, else the first 10 hex of sha1 of the Parquet schema text the manifest
+    records (the converter writes `PARQUET_SCHEMA.to_string(show_schema_metadata=False)`), else of schema.py's."""
     manifest_path = Path(dataset_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    version = manifest.get("schema_version")
-    if version is None:
-        version = hashlib.sha1(str(schema.PARQUET_SCHEMA).encode()).hexdigest()[:10]
-    return str(version)
+    if manifest.get("schema_version") is not None:
+        return "v" + str(manifest["schema_version"])
+    text = manifest.get("schema") or schema.PARQUET_SCHEMA.to_string(show_schema_metadata=False)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def schema_tag(dataset_dir: Path) -> str:
-    """Git tag naming the schema version, e.g. `schema-v1`."""
-    return "schema-v" + re.sub(r"[^A-Za-z0-9._-]", "-", schema_version(dataset_dir))
+    """Git tag naming the schema version, e.g. `schema-3f2a9c81d0` (or `schema-v2` from an explicit version)."""
+    return "schema-" + re.sub(r"[^A-Za-z0-9._-]", "-", schema_version(dataset_dir))
 
 
 def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, revision: str | None = None,
                  token: str | None = None) -> str:
-    """Create the repo (exist_ok), upload shards + card + manifest + plots, tag the schema version; returns the commit sha."""
+    """Create the repo (exist_ok), upload shards + card + manifest + plots, tag the schema version; return the sha."""
     from huggingface_hub import HfApi, get_token
 
     dataset_dir = Path(dataset_dir)
@@ -38,7 +39,8 @@ def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, r
         raise PermissionError(f"no Hugging Face token to push {dataset_dir} to {repo_id}: set HF_TOKEN, run "
                               "`hf auth login`, or pass token=")
     if not list(dataset_dir.glob("data/*/*.parquet")):
-        raise FileNotFoundError(f"{dataset_dir}: no Parquet shards under data/<split>/ — run `minerva-fm convert` first")
+        raise FileNotFoundError(f"{dataset_dir}: no Parquet shards under data/<split>/ "
+                                "— run `minerva-fm convert` first")
     if not (dataset_dir / "README.md").exists():
         from dataset_builder.dataset_card import write_dataset_card
 

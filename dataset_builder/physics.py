@@ -1,12 +1,14 @@
 """Physics definitions of the converter, one function each: E_avail, q0/q3/Q², W, topology, pion, baselines, tags.
 
-Every function is vectorised (NumPy for per-event values, awkward for the jagged final-state lists) and states its
-units. Inputs follow the AnaTuple (MeV, mm, ns, rad, detector frame: z = detector axis, y up) and so do the
+Every function is vectorised (NumPy over per-event arrays and over the flat final-state lists of `FinalState`) and
+states its units. Inputs follow the AnaTuple (MeV, mm, ns, rad, detector frame: z = detector axis, y up) and so do the
 outputs (MeV, MeV²); `convert.py` turns them into the GeV columns of `schema.PARQUET_SCHEMA`.
 Reference: ``shared/reference/minerva-data.md`` §3, §4 and the bug list §7 (items fixed here are named).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import awkward as ak
 import numpy as np
@@ -28,6 +30,37 @@ E_AVAIL_CONVENTIONS = ("minerva", "reference")
 CALORIMETRIC_SCALE = 1.17  # reference / LowRecoilPions calibration of blob_recoil_E to E_avail
 
 
+@dataclass(frozen=True)
+class FinalState:
+    """The post-FSI final-state lists (`mc_FSPart*`) of N events, flat: particle k belongs to event `event[k]`."""
+
+    pdg: np.ndarray  # (M,) int
+    px: np.ndarray  # (M,) MeV, detector frame
+    py: np.ndarray
+    pz: np.ndarray
+    e: np.ndarray  # (M,) MeV, total energy
+    event: np.ndarray  # (M,) event index
+    n_events: int
+
+    @classmethod
+    def from_jagged(cls, pdg, px, py, pz, e) -> FinalState:
+        """From jagged (N, var) awkward arrays or lists, e.g. the `mc_FSPartPDG/Px/Py/Pz/E` branches."""
+        pdg = ak.Array(pdg)
+        counts = np.asarray(ak.to_numpy(ak.num(pdg, axis=1)), dtype=np.int64)
+        flat = [np.asarray(ak.to_numpy(ak.flatten(ak.Array(c), axis=None)), dtype=np.float64)
+                for c in (px, py, pz, e)]
+        pdg_flat = np.asarray(ak.to_numpy(ak.flatten(pdg, axis=None)), dtype=np.int64)
+        return cls(pdg_flat, *flat, np.repeat(np.arange(len(counts)), counts), len(counts))
+
+    def per_event_sum(self, values: np.ndarray) -> np.ndarray:
+        """Σ over each event's particles of `values` (M,) → (N,)."""
+        return np.bincount(self.event, weights=values, minlength=self.n_events)
+
+    def count(self, mask: np.ndarray) -> np.ndarray:
+        """Number of particles per event where `mask` (M,) holds → (N,) int32."""
+        return np.bincount(self.event[mask], minlength=self.n_events).astype(np.int32)
+
+
 def rotate_to_beam_frame(px, py, pz):
     """Detector-frame (px, py, pz) → beam-frame components (rotation about x by −0.05887 rad; any length unit).
 
@@ -37,8 +70,8 @@ def rotate_to_beam_frame(px, py, pz):
     return px, py * cos_b + pz * sin_b, -py * sin_b + pz * cos_b
 
 
-def available_energy(pdg, px, py, pz, e, convention: str = "minerva") -> np.ndarray:
-    """True available energy per event (MeV) from the post-FSI final-state lists (`mc_FSPart*`, jagged, MeV).
+def available_energy(fs: FinalState, convention: str = "minerva") -> np.ndarray:
+    """True available energy per event (MeV) from the post-FSI final-state lists (MeV).
 
     ``convention="minerva"`` (default, arXiv 1511.05944 / 2110.13372): kinetic energy E − m of protons and π±,
     E + m_p for antiprotons (annihilation), total energy E of π⁰, γ, e± and K±.
@@ -46,20 +79,17 @@ def available_energy(pdg, px, py, pz, e, convention: str = "minerva") -> np.ndar
     π± (≈ +139.57 MeV per π± compared with MINERvA), π⁰, γ, e± and K±.
     Both exclude μ± and neutrinos, neutrons/antineutrons, neutral kaons, strange baryons, nuclei and GENIE
     pseudo-particles; both count the primary electron of ν_e-CC events; the event sum is clipped at 0.
-    ``px, py, pz`` are accepted for a uniform signature and not used.
     """
     if convention not in E_AVAIL_CONVENTIONS:
         raise ValueError(f"convention={convention!r}; expected one of {E_AVAIL_CONVENTIONS}")
-    total_e = (pdg == 111) | (pdg == 22) | (abs(pdg) == 11) | (abs(pdg) == 321)
-    contribution = ak.where(total_e, e, 0.0)
-    contribution = contribution + ak.where(pdg == 2212, e - M_PROTON, 0.0)
+    pdg, e = fs.pdg, fs.e
+    total_e = (pdg == 111) | (pdg == 22) | (np.abs(pdg) == 11) | (np.abs(pdg) == 321)
+    contribution = np.where(total_e, e, 0.0) + np.where(pdg == 2212, e - M_PROTON, 0.0)
     if convention == "minerva":
-        contribution = contribution + ak.where(pdg == -2212, e + M_PROTON, 0.0)
-        contribution = contribution + ak.where(abs(pdg) == 211, e - M_PI_CHARGED, 0.0)
+        contribution += np.where(pdg == -2212, e + M_PROTON, 0.0) + np.where(np.abs(pdg) == 211, e - M_PI_CHARGED, 0.0)
     else:
-        contribution = contribution + ak.where(pdg == -2212, e - M_PROTON, 0.0)
-        contribution = contribution + ak.where(abs(pdg) == 211, e, 0.0)
-    return np.clip(ak.to_numpy(ak.sum(contribution, axis=1)), 0.0, None)
+        contribution += np.where(pdg == -2212, e - M_PROTON, 0.0) + np.where(np.abs(pdg) == 211, e, 0.0)
+    return np.clip(fs.per_event_sum(contribution), 0.0, None)
 
 
 def true_momentum_transfer(enu, lepton_p4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,25 +116,24 @@ def hybrid_q3(enu, muon_p4, has_muon) -> np.ndarray:
     return np.where(ok, np.sqrt(np.where(ok, arg, 0.0)), np.nan)
 
 
-def hadronic_invariant_mass(pdg, px, py, pz, e) -> np.ndarray:
+def hadronic_invariant_mass(fs: FinalState) -> np.ndarray:
     """True hadronic W (MeV) = invariant mass of the final-state list without leptons, nuclei and pseudo-particles.
 
     Sums every FS entry with |PDG| ∉ {11..16} and |PDG| < 1e9 (neutrons and photons included; nuclei 10LZZZAAAI and
     GENIE pseudo-codes 2000000xxx excluded, fixing bug §7.6). Post-FSI, so it differs from GENIE's `mc_w`.
     NaN where nothing is summed or the mass² is negative.
     """
-    abs_pdg = abs(pdg)
+    abs_pdg = np.abs(fs.pdg)
     hadronic = ((abs_pdg < 11) | (abs_pdg > 16)) & (abs_pdg < NUCLEUS_PDG_MIN)
-    sums = [ak.to_numpy(ak.sum(ak.where(hadronic, c, 0.0), axis=1)) for c in (px, py, pz, e)]
-    mass2 = sums[3] ** 2 - sums[0] ** 2 - sums[1] ** 2 - sums[2] ** 2
-    has_hadrons = ak.to_numpy(ak.any(hadronic, axis=1))
-    ok = has_hadrons & (mass2 >= 0)
+    px, py, pz, e = (fs.per_event_sum(np.where(hadronic, c, 0.0)) for c in (fs.px, fs.py, fs.pz, fs.e))
+    mass2 = e**2 - px**2 - py**2 - pz**2
+    ok = (fs.count(hadronic) > 0) & (mass2 >= 0)
     return np.where(ok, np.sqrt(np.where(ok, mass2, 0.0)), np.nan)
 
 
-def pion_counts(pdg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Numbers of π⁺ (211), π⁻ (−211) and π⁰ (111) in the final-state PDG lists (post-FSI, no thresholds)."""
-    return tuple(ak.to_numpy(ak.sum(pdg == code, axis=1)).astype(np.int32) for code in (211, -211, 111))
+def pion_counts(fs: FinalState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numbers of π⁺ (211), π⁻ (−211) and π⁰ (111) per event in the final state (post-FSI, no thresholds)."""
+    return tuple(fs.count(fs.pdg == code) for code in (211, -211, 111))
 
 
 def topology(current, n_pi_plus, n_pi_minus, n_pi0) -> np.ndarray:
@@ -123,20 +152,20 @@ def topology_flags(label) -> dict[str, np.ndarray]:
     return {"is_cc1pi_charged": label == 0, "is_ccnpi_charged": (label == 0) | (label == 1), "is_cc1pi0": label == 2}
 
 
-def binning_pion(current, pdg, px, py, pz, e) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def binning_pion(current, fs: FinalState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The single true pion used to bin the tagging metrics: (total E [MeV], kinetic E [MeV], θ to the beam [rad]).
 
     CC only: exactly one π⁺ and no π⁻ → that π⁺; exactly one π⁻ and no π⁺ → that π⁻; no π± and exactly one π⁰ →
     that π⁰; otherwise no pion (E = T = 0, θ = NaN). θ uses |p⃗| of (px, py, pz) and the beam axis (fixes bug §7.7,
     where |p| was taken over (py, pz, E) and the angle to the detector axis).
     """
-    n_plus, n_minus, n_zero = pion_counts(pdg)
+    n_plus, n_minus, n_zero = pion_counts(fs)
     cc = current == 1
     chosen = np.where(cc & (n_plus == 1) & (n_minus == 0), 211,
                       np.where(cc & (n_minus == 1) & (n_plus == 0), -211,
                                np.where(cc & (n_plus + n_minus == 0) & (n_zero == 1), 111, 0)))
-    match = (pdg == chosen) & (chosen != 0)
-    pick = [ak.to_numpy(ak.sum(ak.where(match, c, 0.0), axis=1)) for c in (px, py, pz, e)]
+    match = (fs.pdg == chosen[fs.event]) & (chosen[fs.event] != 0)
+    pick = [fs.per_event_sum(np.where(match, c, 0.0)) for c in (fs.px, fs.py, fs.pz, fs.e)]
     found = chosen != 0
     mass = np.where(chosen == 111, M_PI0, M_PI_CHARGED)
     energy = np.where(found, pick[3], 0.0)
@@ -185,7 +214,7 @@ def invariant_mass_pair(p4_a, p4_b) -> np.ndarray:
 
 
 __all__ = [
-    "M_PROTON", "M_PI_CHARGED", "M_PI0", "M_MUON", "BEAM_ANGLE_RAD", "NUCLEUS_PDG_MIN", "E_AVAIL_CONVENTIONS",
+    "FinalState", "M_PROTON", "M_PI_CHARGED", "M_PI0", "M_MUON", "BEAM_ANGLE_RAD", "NUCLEUS_PDG_MIN", "E_AVAIL_CONVENTIONS",
     "CALORIMETRIC_SCALE", "rotate_to_beam_frame", "available_energy", "true_momentum_transfer", "hybrid_q3",
     "hadronic_invariant_mass", "pion_counts", "topology", "topology_flags", "binning_pion", "calorimetric_e_avail",
     "cut_based_tags", "invariant_mass_pair",

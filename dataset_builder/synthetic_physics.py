@@ -20,7 +20,7 @@ M_MU, M_E, M_PI, M_PI0, M_P, M_N = 105.6584, 0.51100, 139.5704, 134.9768, 938.27
 M_NUCLEON = 0.5 * (M_P + M_N)
 AMU = 931.494
 BEAM_ANGLE = 0.05887  # rad, NuMI beam below the detector z axis
-K_MAX = 14  # FS slots per interaction: lepton + up to 12 hadrons + nuclear remnant
+K_MAX = 10  # FS slots per interaction: lepton + up to 8 hadrons (nucleon + 7 pions) + nuclear remnant
 
 QE, RES, DIS, COH, MEC = 1, 2, 3, 4, 8
 INT_TYPES = np.array([QE, RES, DIS, COH, MEC], dtype=np.int32)
@@ -106,7 +106,7 @@ def rambo(rng: np.random.Generator, w: np.ndarray, masses: np.ndarray, mask: np.
     xi = np.sqrt(np.clip(1.0 - (msum / w) ** 2, 1e-6, 1.0))
     p0sq = (p0 * mask) ** 2
     m2 = (masses * mask) ** 2
-    for _ in range(12):
+    for _ in range(7):
         e = np.sqrt(m2 + (xi**2)[:, None] * p0sq)
         f = np.sum(e * mask, axis=1) - w
         df = np.sum(np.where(mask, xi[:, None] * p0sq / np.maximum(e, 1e-12), 0.0), axis=1)
@@ -177,7 +177,8 @@ def _kinematics(rng: np.random.Generator, enu, int_type, nu_pdg, m_l):
     def draw(r, idx):
         t, e = int_type[idx], enu[idx]
         m = len(idx)
-        q2 = np.select([t == COH, t == MEC], [r.exponential(0.06e6, m), r.gamma(1.3, 0.32e6, m)], r.gamma(1.3, 0.3e6, m))
+        q2 = np.select([t == COH, t == MEC], [r.exponential(0.06e6, m), r.gamma(1.3, 0.32e6, m)],
+                       r.gamma(1.3, 0.3e6, m))
         bw = 1232.0 + 58.5 * np.tan(np.pi * (r.random(m) - 0.5))
         w_res = np.where(r.random(m) < 0.75, bw, r.uniform(1350.0, 2000.0, m))
         x = np.clip(r.beta(0.7, 2.4, m), 0.01, 0.98)
@@ -269,7 +270,8 @@ def _hadron_species(rng, int_type, w, hadronic_charge, target_charge):
     pdg[mec, 0] = np.where(hadronic_charge[mec] >= 1, 2212, 2112)
     pdg[mec, 1] = np.where(hadronic_charge[mec] >= 2, 2212, 2112)
     coh = int_type == COH
-    pdg[coh, 0] = np.select([hadronic_charge[coh] - target_charge[coh] > 0, hadronic_charge[coh] - target_charge[coh] < 0],
+    coh_charge = hadronic_charge[coh] - target_charge[coh]
+    pdg[coh, 0] = np.select([coh_charge > 0, coh_charge < 0],
                             [211, -211], 111)
     return pdg
 
@@ -286,10 +288,10 @@ def _sample_vertices(rng, n: int, shifted: bool):
     regions = np.array([0, 1, 2, 3])  # tracker, nuclear targets, ECAL/HCAL, helium cryotarget
     probs = np.array([0.58, 0.22, 0.14, 0.06]) if shifted else np.array([0.62, 0.22, 0.16, 0.0])
     region = rng.choice(regions, size=n, p=probs / probs.sum())
-    z_lo = np.array([5900.0, 4300.0, 8500.0, 4000.0])[region]
-    z_hi = np.array([8500.0, 5900.0, 9900.0, 4300.0])[region]
+    z_lo = np.array([5900.0, 4300.0, 8500.0, 4100.0])[region]
+    z_hi = np.array([8500.0, 5900.0, 9500.0, 4300.0])[region]
     z = rng.uniform(z_lo, z_hi)
-    x, y = _hexagon(rng, n, 1100.0)
+    x, y = _hexagon(rng, n, 1040.0)
     t = rng.uniform(2400.0, 7600.0, n)
     u = rng.random(n)
     tz = np.select(
@@ -412,4 +414,6 @@ def _add_remnant(rng, pdg, p4, int_type, target_z, target_a) -> None:
     p4[pseudo, slot, 3] = rng.uniform(5.0, 30.0, pseudo.sum())
 
 
-__all__ = ["TruthBatch", "generate_truth", "boost", "rambo", "BEAM_ANGLE", "M_MU", "M_PI", "M_PI0", "M_P", "M_N", "K_MAX"]
+__all__ = [
+    "TruthBatch", "generate_truth", "boost", "rambo", "BEAM_ANGLE", "M_MU", "M_PI", "M_PI0", "M_P", "M_N", "K_MAX",
+]

@@ -93,12 +93,15 @@ def _checkpoint_model_type(pretrained: str, revision: str | None) -> str | None:
     return config_dict.get("model_type")
 
 
-def get_lora_target_modules(model) -> list[str]:
-    """The peft `target_modules` of a backbone: its class attribute `LORA_TARGET_MODULES` (module-name suffixes)."""
+def get_lora_target_modules(model) -> list[str] | str:
+    """The peft `target_modules` of a backbone: its class attribute `LORA_TARGET_MODULES`.
+
+    Either a list of module-name suffixes or one full-match regex string (both are peft `target_modules` forms).
+    """
     targets = getattr(type(model), "LORA_TARGET_MODULES", None)
     if targets is None:
         raise ValueError(f"{type(model).__name__} defines no LORA_TARGET_MODULES class attribute")
-    return list(targets)
+    return targets if isinstance(targets, str) else list(targets)
 
 
 def get_head_modules(model) -> list[str]:

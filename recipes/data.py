@@ -53,7 +53,7 @@ def load_split(path: str, split: str, revision: str | None = None, streaming: bo
 
 
 def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int):
-    """Shuffle (seeded, buffer) then shard across processes; call `set_epoch(e)` on the result for epoch e.
+    """Shuffle (seeded, buffer) then shard across processes; iterate epoch e with `iter_tables(..., epoch=e)`.
 
     Shuffling before `split_dataset_by_node` keeps the ranks disjoint: with one shard every rank sees the same
     shuffled stream and keeps every world_size-th example; with n_shards % world_size == 0 each rank gets whole shards.
@@ -74,10 +74,18 @@ def eval_stream(dataset, rank: int, world_size: int):
     return split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
 
 
-def iter_tables(dataset, batch_size: int, max_events: int | None = None) -> Iterator[pa.Table]:
-    """Arrow batches of up to `batch_size` events (the last may be smaller), stopping after `max_events`."""
+def iter_tables(dataset, batch_size: int, max_events: int | None = None, epoch: int | None = None
+                ) -> Iterator[pa.Table]:
+    """Arrow batches of up to `batch_size` events (the last may be smaller), stopping after `max_events`.
+
+    Pass the shuffling `epoch` here rather than calling `set_epoch` before: `with_format` returns a copy whose epoch
+    is back at 0 (datasets 5.2), which would replay epoch 0's order every epoch.
+    """
+    arrow = dataset.with_format("arrow")
+    if epoch is not None and hasattr(arrow, "set_epoch"):
+        arrow.set_epoch(epoch)
     seen = 0
-    for table in dataset.with_format("arrow").iter(batch_size=batch_size):
+    for table in arrow.iter(batch_size=batch_size):
         if max_events is not None:
             if seen >= max_events:
                 return
@@ -100,9 +108,7 @@ class EpochIterator:
         self._iterator = self._open(skip=self.batches_in_epoch)
 
     def _open(self, skip: int) -> Iterator[pa.Table]:
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-        iterator = iter_tables(self.dataset, self.batch_size)
+        iterator = iter_tables(self.dataset, self.batch_size, epoch=self.epoch)
         for _ in range(skip):
             if next(iterator, None) is None:
                 raise ValueError(f"cannot resume at batch {skip} of epoch {self.epoch}: the epoch has fewer batches")

@@ -88,18 +88,18 @@ def rename_original_keys(checkpoint: dict, use_ema: bool = False) -> dict[str, t
 
 def config_from_checkpoint(renamed: dict[str, torch.Tensor], size: str, task: str, **overrides) -> MinervaPetConfig:
     """MINERvA config of the given preset; pair-bias and local-pair-feature flags follow the checkpoint layout."""
-    config = MinervaPetConfig.from_preset(size)
-    tokens = renamed.get("pet.class_tokens")
-    if tokens is not None and tokens.shape[-1] != config.hidden_size:
-        raise ValueError(f"checkpoint hidden size {tokens.shape[-1]} does not match size={size!r} "
-                         f"(hidden_size={config.hidden_size})")
     edge_fc1 = renamed.get("pet.local_embedding.edge_mlp.fc1.weight")
     layout = {"use_pair_bias": any(k.startswith("pet.pair_bias.") for k in renamed)}
     if edge_fc1 is not None:
-        layout["use_local_pair_features"] = edge_fc1.shape[1] == config.num_kinematic_features + 3
+        layout["use_local_pair_features"] = edge_fc1.shape[1] == MinervaPetConfig().num_kinematic_features + 3
     if task == "regression":
         layout["num_labels"] = 1
-    return MinervaPetConfig.from_preset(size, **{**layout, **overrides})
+    config = MinervaPetConfig.from_preset(size, **{**layout, **overrides})
+    tokens = renamed.get("pet.class_tokens")
+    if tokens is not None and tuple(tokens.shape[1:]) != (config.num_class_tokens, config.hidden_size):
+        raise ValueError(f"checkpoint class tokens {tuple(tokens.shape)} do not match size={size!r} "
+                         f"(num_class_tokens={config.num_class_tokens}, hidden_size={config.hidden_size})")
+    return config
 
 
 def transfer_weights(model, renamed: dict[str, torch.Tensor], new_pid_embedding: bool) -> dict[str, list]:
@@ -213,7 +213,7 @@ def _save_and_verify(model, output_dir: Path) -> None:
         inputs = _example_inputs(model.config)
         with torch.no_grad():
             expected, got = _first_output(model(**inputs)), _first_output(reloaded(**inputs))
-        if not torch.equal(expected, got):
+        if not torch.allclose(expected, got, atol=1e-6, rtol=1e-6):
             raise RuntimeError(f"reloaded model differs from the converted one (max |diff| "
                                f"{(expected - got).abs().max().item():.3g})")
         for file in tmp.iterdir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +57,21 @@ def _row_groups_for(parquet: pq.ParquetFile, rows: int) -> list[int]:
 
 
 def _convert_root(path: Path) -> pa.Table:
+    """Convert an AnaTuple ROOT file with the project's converter (all rows kept, in entry order)."""
     try:
-        from dataset_builder.convert import convert_file_to_table
+        from dataset_builder.convert import ConversionError, ConvertOptions, convert_file
     except ImportError:
         raise UserInputError(f"{path.name}: ROOT upload needs the minerva-fm converter installed "
                              "(pip install minerva-fm); upload a converted .parquet file instead") from None
-    try:
-        return convert_file_to_table(path)
-    except Exception as err:  # noqa: BLE001 - the converter's own message names file and branch
-        raise UserInputError(f"{path.name}: could not convert the ROOT file ({err})") from None
+    with tempfile.TemporaryDirectory(prefix="explorer-convert-") as out:
+        try:  # shifted=True routes every row to one split instead of hashing them into train/validation/test
+            convert_file(path, out, shifted=True, options=ConvertOptions())
+        except ConversionError as err:  # its message names the file, tree and branch
+            raise UserInputError(f"{path.name}: could not convert the ROOT file ({err})") from None
+        shards = sorted(Path(out).rglob("*.parquet"))
+        if not shards:
+            raise UserInputError(f"{path.name}: the converter produced no events")
+        return pa.concat_tables([pq.read_table(shard) for shard in shards]).combine_chunks()
 
 
 def _missing_message(source: str, missing: list[str], names: list[str]) -> str:

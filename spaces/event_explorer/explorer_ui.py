@@ -18,6 +18,7 @@ from explorer_schema import SCHEMA_SOURCE, TOPOLOGY_NAMES
 DATASET_ENV = "MINERVA_EXPLORER_DATASET"
 DEFAULT_DATASET = "minerva-fm/minerva-me-fhc-synthetic"
 SPLITS = ["test", "validation", "train", "shifted"]
+FILTER_MAX_GEV = 100.0  # default upper edge of the q3 / W filters (covers every event)
 
 
 def _empty_state() -> dict:
@@ -127,12 +128,16 @@ def run_predictions(model_ids: list[str], index, state: dict):
 def _prediction_record(model_id: str, result: dict, row: dict) -> dict:
     if result["task"] == "regression":
         return {"model": model_id, "E_avail pred (GeV)": round(result["e_avail"], 4),
-                "E_avail true (GeV)": row.get("e_avail"), "calorimetric (GeV)": row.get("calo_e_avail")}
+                "E_avail true (GeV)": _round(row.get("e_avail")), "calorimetric (GeV)": _round(row.get("calo_e_avail"))}
     record = {"model": model_id, **{f"P({k})": round(v, 4) for k, v in result["probabilities"].items()}}
     for signal, score in result["scores"].items():
         record[f"{signal} score"] = round(score, 4)
         record[f"{signal} cut"] = row.get(f"tag_{signal}")
     return record
+
+
+def _round(value):
+    return None if value is None else round(float(value), 4)
 
 
 def show_summary(model_id: str):
@@ -176,10 +181,10 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
         with gr.Row():
             channel = gr.Dropdown([ALL_CHANNELS, *TOPOLOGY_NAMES], value=ALL_CHANNELS, label="channel",
                                   elem_id="channel")
-            q3_min, q3_max = gr.Number(None, label="q3 min (GeV)", elem_id="q3-min"), gr.Number(
-                None, label="q3 max (GeV)", elem_id="q3-max")
-            w_min, w_max = gr.Number(None, label="W min (GeV)", elem_id="w-min"), gr.Number(
-                None, label="W max (GeV)", elem_id="w-max")
+            q3_min, q3_max = gr.Number(0.0, label="q3 min (GeV)", elem_id="q3-min"), gr.Number(
+                FILTER_MAX_GEV, label="q3 max (GeV)", elem_id="q3-max")
+            w_min, w_max = gr.Number(0.0, label="W min (GeV)", elem_id="w-min"), gr.Number(
+                FILTER_MAX_GEV, label="W max (GeV)", elem_id="w-max")
             filter_button = gr.Button("Apply filters", elem_id="apply-filters")
         with gr.Row():
             index = gr.Number(0, label="event index", precision=0, elem_id="event-index")

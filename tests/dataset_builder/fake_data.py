@@ -89,17 +89,19 @@ def write_fake_dataset(root: Path, sizes: dict[str, int] | None = None, seed: in
                        row_group_size: int = 50) -> Path:
     """Converter-layout folder with Parquet shards per split and a manifest."""
     sizes = sizes or DEFAULT_SPLIT_SIZES
-    manifest = {"schema_version": "1", "splits": {}, "selection": {"int_type": [1, 2, 3, 4, 8]},
-                "truncation": {"max_blobs": schema.MAX_BLOBS, "max_prongs": schema.MAX_PRONGS}}
+    manifest = {  # the keys convert.build_manifest writes
+        "converter_version": "fake", "schema": schema.PARQUET_SCHEMA.to_string(show_schema_metadata=False),
+        "options": {"selection": {"int_types": [1, 2, 3, 4, 8]},
+                    "tokens": {"max_blobs": schema.MAX_BLOBS, "max_prongs": schema.MAX_PRONGS}},
+        "source_files": [], "events_per_split": dict(sizes), "selection": {"read": sum(sizes.values())},
+        "truncation": {"blobs_merged": 0}, "rejected": {}, "shards": []}
     for split_idx, (split, n) in enumerate(sizes.items()):
         (root / "data" / split).mkdir(parents=True, exist_ok=True)
         per_file = np.array_split(np.arange(n), files_per_split)
-        files = []
         for file_idx, rows in enumerate(per_file):
             table = fake_table(len(rows), seed * 1000 + split_idx * 10 + file_idx, f"fake_{split}_{file_idx}.root")
             path = root / "data" / split / f"part-{file_idx:05d}.parquet"
             pq.write_table(table, path, row_group_size=row_group_size)
-            files.append(str(path.relative_to(root)))
-        manifest["splits"][split] = {"events": int(n), "files": files}
+            manifest["shards"].append({"path": str(path.relative_to(root)), "split": split, "rows": len(rows)})
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root

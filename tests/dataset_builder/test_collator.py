@@ -90,8 +90,8 @@ def test_iter_batches_streaming(fake_dataset_dir):
     assert all(b["object_pid"][b["attention_mask"]].gt(0).all() for b in batches)
 
 
-@pytest.mark.parametrize("n_files", [1, 4])
-def test_split_by_node_union_is_everything(tmp_path, n_files):
+@pytest.mark.parametrize(("n_files", "streaming"), [(1, True), (4, True), (2, False)])
+def test_split_by_node_union_is_everything(tmp_path, n_files, streaming):
     import pyarrow.parquet as pq
 
     (tmp_path / "data" / "train").mkdir(parents=True)
@@ -99,7 +99,7 @@ def test_split_by_node_union_is_everything(tmp_path, n_files):
         pq.write_table(fake_table(96 // n_files, seed=10 + i), tmp_path / "data" / "train" / f"part-{i}.parquet",
                        row_group_size=16)
     stream = datasets.load_dataset("parquet", data_files=str(tmp_path / "data/train/*.parquet"), split="train",
-                                   streaming=True)
+                                   streaming=streaming, cache_dir=str(tmp_path / "cache"))
     ids = []
     for rank in range(2):
         shard = split_dataset_by_node(stream, rank=rank, world_size=2)

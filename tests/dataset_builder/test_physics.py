@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import awkward as ak
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
@@ -130,9 +129,8 @@ def test_binning_pion_energy_and_beam_angle(truth_rows):
 
 def test_pion_theta_uses_three_momentum_not_energy():
     # |p| over (px, py, pz) = 500 → cos θ_det = 0.6; the reference's |(py, pz, E)| would give another angle
-    pdg = ak.Array([[211]])
-    comps = [ak.Array([[v]]) for v in (400.0, 0.0, 300.0, 600.0)]
-    _, _, theta = physics.binning_pion(np.array([1]), pdg, *comps)
+    fs = physics.FinalState.from_jagged([[211]], [[400.0]], [[0.0]], [[300.0]], [[600.0]])
+    _, _, theta = physics.binning_pion(np.array([1]), fs)
     beam = physics.rotate_to_beam_frame(np.array([400.0]), np.array([0.0]), np.array([300.0]))
     assert theta[0] == pytest.approx(math.acos(beam[2][0] / 500.0), rel=1e-12)
 
@@ -169,4 +167,5 @@ def test_calorimetric_baseline_and_tags():
 
 def test_unknown_e_avail_convention_is_refused():
     with pytest.raises(ValueError, match="convention"):
-        physics.available_energy(ak.Array([[211]]), None, None, None, ak.Array([[1.0]]), convention="paper")
+        physics.available_energy(physics.FinalState.from_jagged([[211]], [[0.0]], [[0.0]], [[0.0]], [[1.0]]),
+                                 convention="paper")

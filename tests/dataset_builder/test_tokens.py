@@ -199,6 +199,6 @@ def test_dedx_transform_handles_sentinels_nan_and_inf():
 
 
 def test_kinematic_features_eta_clip_and_phi():
-    out = kinematic_features(np.array([[1e-3, 0.0, 1e5, 1e5], [0.0, -2.0, 0.0, 2.0]]))
+    out = kinematic_features(np.array([[1.0, 0.0, 1e5, 1e5], [0.0, -2.0, 0.0, 2.0]]))
     assert out[0, 0] == 10.0  # clipped
     assert out[1, 0] == 0.0 and out[1, 1] == pytest.approx(-math.pi / 2)

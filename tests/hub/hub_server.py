@@ -89,7 +89,8 @@ class Entry:
         """Tree-listing form of this file."""
         out = {"type": "file", "path": self.path, "size": self.size, "oid": self.oid}
         if self.sha256:
-            out["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": len(lfs_pointer(self.sha256, self.size))}
+            pointer_size = len(lfs_pointer(self.sha256, self.size))
+            out["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": pointer_size}
         return out
 
 
@@ -159,7 +160,8 @@ def _parse_range(header: str, total: int) -> tuple[int, int] | None:
     else:
         start, end = int(first), min(int(last), total - 1) if last else total - 1
     if start >= total or start > end:
-        raise HubError(416, f"range {header!r} not satisfiable for {total} bytes", headers={"Content-Range": f"bytes */{total}"})
+        raise HubError(416, f"range {header!r} not satisfiable for {total} bytes",
+                       headers={"Content-Range": f"bytes */{total}"})
     return start, end
 
 
@@ -180,7 +182,8 @@ class HubServer:
         self._lock = threading.RLock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])])
+        methods = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
 
     @staticmethod
     def bind_socket() -> socket.socket:
@@ -265,7 +268,8 @@ class HubServer:
         if seg == ["whoami-v2"]:
             self._require_token(request)
             return JSONResponse({"type": "user", "name": self.user, "fullname": self.user, "orgs": [],
-                                 "auth": {"type": "access_token", "accessToken": {"displayName": "loopback", "role": "write"}}})
+                                 "auth": {"type": "access_token",
+                                          "accessToken": {"displayName": "loopback", "role": "write"}}})
         if seg[:1] == ["lfs-verify"] and method == "POST" and len(seg) == 2:
             self._require_token(request)
             self._lfs_bytes(seg[1])

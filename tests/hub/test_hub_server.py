@@ -129,3 +129,36 @@ def test_private_repo_hidden_without_token(hub):
     assert api.model_info(repo_id).private
     with pytest.raises(RepositoryNotFoundError):
         HfApi(token=False).model_info(repo_id)
+
+
+def test_transformers_push_and_load_by_revision(hub, tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    repo_id = f"{hub.user}/tiny-bert"
+    config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    torch.manual_seed(0)
+    model = BertModel(config)
+    model.push_to_hub(repo_id)
+    sha = HfApi().model_info(repo_id).sha
+    HfApi().upload_file(path_or_fileobj=b"later", path_in_repo="later.txt", repo_id=repo_id)
+    loaded = BertModel.from_pretrained(repo_id, revision=sha)
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(loaded(ids).last_hidden_state, model.eval()(ids).last_hidden_state)
+
+
+def test_hf_cli_upload_download(hub, tmp_path):
+    import shutil
+    import subprocess
+
+    hf = shutil.which("hf") or pytest.skip("hf CLI not installed")
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "app.py").write_text("print('hi')\n")
+    repo_id = f"{hub.user}/cli-space"
+    HfApi().create_repo(repo_id, repo_type="space", space_sdk="gradio")
+    run = lambda *a: subprocess.run([hf, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
+    up = run("upload", repo_id, str(tmp_path / "up"), ".", "--repo-type", "space")
+    assert up.returncode == 0, up.stderr
+    down = run("download", repo_id, "--repo-type", "space", "--local-dir", str(tmp_path / "down"))
+    assert down.returncode == 0, down.stderr
+    assert (tmp_path / "down" / "app.py").read_text() == "print('hi')\n"

@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import save_file
 
-from conftest import make_run_dir, random_batch, run_fresh_python, tiny_model
+from card_run_helpers import make_run_dir, random_batch, run_fresh_python, tiny_model
 from model_cards.publish import PublishError, push_model
 
 LOAD_AND_PREDICT = """
@@ -123,6 +123,9 @@ def test_lora_adapter_push_loads_with_peft_in_fresh_process(hub, tmp_path):
     push_model(make_run_dir(tmp_path / "base", "regression", seed=3), base_repo)
     # the local class: in-process Auto classes map the MLP config to the classification head (see report)
     base = type(tiny_model("regression")).from_pretrained(base_repo).eval()
+    batch = random_batch(6, seed=11)
+    with torch.no_grad():
+        plain = base(**batch).predictions  # before get_peft_model wraps the base in place
     torch.manual_seed(0)
     peft_model = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=get_lora_target_modules(base),
                                                  init_lora_weights=False))  # non-zero B: the adapter matters
@@ -135,11 +138,9 @@ def test_lora_adapter_push_loads_with_peft_in_fresh_process(hub, tmp_path):
     assert "model.safetensors" not in files
     card = ModelCard.load(adapter_repo)
     assert card.data.library_name == "peft" and card.data.base_model == base_repo
-    batch = random_batch(6, seed=11)
     save_file(batch, tmp_path / "batch.safetensors")
     with torch.no_grad():
         expected = peft_model(**batch).predictions
-        plain = base(**batch).predictions
     assert not torch.allclose(expected, plain)
     got = _fresh_predictions(tmp_path, base_repo, "predictions", adapter_repo=adapter_repo)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

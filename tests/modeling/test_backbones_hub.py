@@ -8,6 +8,7 @@ from conftest import ALL_BACKBONES, build_tiny, main_output, make_batch, run_iso
 from safetensors.torch import load_file, save_file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ALL_BACKBONES)
 def test_push_to_hub_and_load_with_remote_code_in_a_clean_process(backbone, hub, tmp_path):
     """The pushed repo holds code + safetensors; AutoModelForSequenceClassification(trust_remote_code) reproduces it."""

