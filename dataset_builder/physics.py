@@ -214,7 +214,8 @@ def invariant_mass_pair(p4_a, p4_b) -> np.ndarray:
 
 
 __all__ = [
-    "FinalState", "M_PROTON", "M_PI_CHARGED", "M_PI0", "M_MUON", "BEAM_ANGLE_RAD", "NUCLEUS_PDG_MIN", "E_AVAIL_CONVENTIONS",
+    "FinalState", "M_PROTON", "M_PI_CHARGED", "M_PI0", "M_MUON", "BEAM_ANGLE_RAD", "NUCLEUS_PDG_MIN",
+    "E_AVAIL_CONVENTIONS",
     "CALORIMETRIC_SCALE", "rotate_to_beam_frame", "available_energy", "true_momentum_transfer", "hybrid_q3",
     "hadronic_invariant_mass", "pion_counts", "topology", "topology_flags", "binning_pion", "calorimetric_e_avail",
     "cut_based_tags", "invariant_mass_pair",

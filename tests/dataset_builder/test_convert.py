@@ -81,8 +81,9 @@ def test_manifest_provenance_and_counts(tmp_path):
     assert sum(manifest["events_per_split"].values()) == 48 and manifest["events_per_split"]["shifted"] == 0
     for shard in manifest["shards"]:
         path = out / shard["path"]
-        assert shard["sha256"] == _sha(path) and shard["rows"] == pq.read_metadata(path).num_rows
-        assert all(pq.read_metadata(path).row_group(k).num_rows <= 7 for k in range(pq.read_metadata(path).num_row_groups))
+        metadata = pq.read_metadata(path)
+        assert shard["sha256"] == _sha(path) and shard["rows"] == metadata.num_rows
+        assert all(metadata.row_group(k).num_rows <= 7 for k in range(metadata.num_row_groups))
     assert manifest["options"]["selection"]["int_types"] == [1, 2, 3, 4, 8]
     table = _table(out)
     assert sorted(set(table.column("int_type").to_pylist())) == [1, 2, 3, 8]

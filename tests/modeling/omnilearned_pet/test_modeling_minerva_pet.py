@@ -374,3 +374,45 @@ def test_lora_trains_only_adapters_and_head():
     assert changed_base == []
     head_copy = dict(base.named_parameters())["head.modules_to_save.default.out.weight"]
     assert not torch.equal(head_copy, before["head.out.weight"])
+
+
+HUB_LOAD = textwrap.dedent(
+    """
+    import json, sys
+    for blocked in ("modeling", "dataset_builder", "recipes"):
+        sys.modules[blocked] = None
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+    repo, revision, expected_file = sys.argv[1:4]
+    data = load_file(expected_file)
+    inputs = {k: data[k] for k in ("object_features", "object_pid", "attention_mask", "event_features")}
+    inputs["attention_mask"] = inputs["attention_mask"].bool()
+    model = AutoModelForSequenceClassification.from_pretrained(repo, revision=revision, trust_remote_code=True).eval()
+    with torch.no_grad():
+        diff = (model(**inputs).logits - data["logits"]).abs().max().item()
+    print(json.dumps({"head": type(model).__name__, "module": type(model).__module__, "diff": diff}))
+    """
+)
+
+
+def test_push_to_hub_and_load_with_remote_code(hub, tmp_path):
+    from huggingface_hub import HfApi
+
+    model = _eval(MinervaPetForEventRegression(tiny_config()))
+    batch = make_batch([5, 2], num_slots=5)
+    local = tmp_path / "local"
+    save_with_expected_outputs(model, local, batch)
+    repo_id = f"{hub.user}/minerva-pet-tiny-regression"
+    model.push_to_hub(repo_id)
+    revision = HfApi().model_info(repo_id).sha
+    files = set(HfApi().list_repo_files(repo_id, revision=revision))
+    assert {"config.json", "model.safetensors", "configuration_minerva_pet.py", "modeling_minerva_pet.py"} <= files
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH="", OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", HUB_LOAD, repo_id, revision, str(local / "expected.safetensors")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["head"] == "MinervaPetForEventRegression" and loaded["module"].startswith("transformers_modules")
+    assert loaded["diff"] <= 1e-6
