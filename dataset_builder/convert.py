@@ -125,7 +125,9 @@ def open_reco_tree(path: Path):
     if not path.is_file():
         raise NotRootFileError(path, "no such file")
     try:
-        root_file = uproot.open(path)
+        # Plain reads and no array cache: chunks are read once, and both the fsspec/mmap sources and the cache make
+        # the resident memory grow with the file size (measured in benchmarks/bench_converter.py).
+        root_file = uproot.open(path, array_cache=None, handler=uproot.source.file.MultithreadedFileSource)
     except ValueError as err:
         if "not a ROOT file" in str(err):
             raise NotRootFileError(path, "not a ROOT file (bad magic bytes)") from err
@@ -350,7 +352,9 @@ def shard_path(output_dir: Path, split: str, stem: str, chunk: int) -> Path:
 def _write_atomic_parquet(table: pa.Table, final: Path, row_group_size: int) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, row_group_size))
+    # Dictionary encoding only for the constant file name: on float lists it costs time and makes files larger.
+    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, row_group_size),
+                   use_dictionary=["source_file"])
     os.replace(tmp, final)
 
 

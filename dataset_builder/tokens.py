@@ -25,6 +25,7 @@ Rules (reference ``shared/reference/minerva-data.md`` §2, with the fixes of §7
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import awkward as ak
 import numpy as np
@@ -107,13 +108,15 @@ class ObjectSet:
     extra: np.ndarray  # log_dedx, x, y, z, t (already scaled features)
     pid: np.ndarray
 
-    @property
+    @cached_property
     def event_index(self) -> np.ndarray:
         """Event number of each object."""
         return np.repeat(np.arange(len(self.counts)), self.counts)
 
     def select(self, mask: np.ndarray) -> ObjectSet:
         """The objects where `mask` is True (order kept)."""
+        if mask.all():
+            return self
         counts = np.bincount(self.event_index[mask], minlength=len(self.counts))
         return ObjectSet(counts, self.p4[mask], self.extra[mask], self.pid[mask])
 
@@ -350,18 +353,18 @@ def cap_objects(objects: ObjectSet, cap: int, aggregate_pid: int) -> tuple[Objec
         return objects, empty, 0
     event = objects.event_index
     local = np.arange(len(event)) - np.repeat(np.cumsum(objects.counts) - objects.counts, objects.counts)
-    by_energy = np.lexsort((local, -objects.p4[:, 3], event))
-    rank = np.empty_like(local)
-    rank[by_energy] = local  # by_energy lists each event's objects contiguously, so local index = energy rank
-    position = np.where(over[event], rank, local)
-    order = np.lexsort((position, event))
-    objects = ObjectSet(objects.counts, objects.p4[order], objects.extra[order], objects.pid[order])
-    position = position[order]
-    merged = over[event] & (position >= cap - 1)
-    kept = objects.select(~merged)
-    n_merged_per_event = np.bincount(event[merged], minlength=n)
-    sums_p4 = np.stack([np.bincount(event[merged], objects.p4[merged, k], n) for k in range(4)], axis=1)
-    sums_extra = np.stack([np.bincount(event[merged], objects.extra[merged, k], n) for k in range(5)], axis=1)
+    # Sort only the objects of over-cap events, by (event, −E); lexsort is stable, so ties keep file order. Each
+    # event's block keeps its place, so the sorted objects simply replace their block.
+    in_over = np.flatnonzero(over[event])
+    order = np.arange(len(event))
+    order[in_over] = in_over[np.lexsort((-objects.p4[in_over, 3], event[in_over]))]
+    merged = over[event] & (local >= cap - 1)  # in the sorted frame (blocks and local indices are unchanged)
+    kept_index, merged_index, merged_event = order[~merged], order[merged], event[merged]
+    n_merged_per_event = np.bincount(merged_event, minlength=n)
+    kept = ObjectSet(objects.counts - n_merged_per_event, objects.p4[kept_index], objects.extra[kept_index],
+                     objects.pid[kept_index])
+    sums_p4 = np.stack([np.bincount(merged_event, objects.p4[merged_index, k], n) for k in range(4)], axis=1)
+    sums_extra = np.stack([np.bincount(merged_event, objects.extra[merged_index, k], n) for k in range(5)], axis=1)
     mean_extra = sums_extra[over] / n_merged_per_event[over, None]
     aggregate = ObjectSet(over.astype(np.int64), sums_p4[over], mean_extra,
                           np.full(int(over.sum()), aggregate_pid, dtype=np.int32))

@@ -196,17 +196,23 @@ def normalise_classification(cls: dict[str, Any]) -> dict[str, dict[str, Any]]:
             out[signal] = {"fpr_cut": cut.get("fpr"), "tpr_cut": cut.get("tpr"), "tpr_model": model.get("tpr"),
                            "auroc": model.get("auroc"), "bins": bins}
         elif "tpr_model" in m or "fpr_cut" in m or "tpr" in m:
-            bins = m.get("bins")
-            if isinstance(bins, dict) and "edges" in bins:
-                edges = bins["edges"]
-                bins = [{"variable": bins.get("variable", "bin"), "rows": [
-                    {"lo": edges[i], "hi": edges[i + 1], "tpr_model": (bins.get("tpr_model") or [None] * len(edges))[i],
-                     "tpr_cut": (bins.get("tpr_cut") or [None] * len(edges))[i]} for i in range(len(edges) - 1)]}]
+            by_variable = m.get("bins_by_variable") or ({"": m["bins"]} if isinstance(m.get("bins"), dict) else {})
+            bins = [_column_bins(variable, b) for variable, b in by_variable.items() if "edges" in b]
             out[signal] = {"fpr_cut": m.get("fpr_cut", m.get("fpr")), "tpr_cut": m.get("tpr_cut", m.get("tpr")),
-                           "tpr_model": m.get("tpr_model"), "auroc": m.get("auroc"), "bins": bins or []}
+                           "tpr_model": m.get("tpr_model"), "auroc": m.get("auroc"), "bins": bins}
         else:
             raise ValueError(f"signal {signal!r} needs 'fpr_cut'/'tpr_model' or 'cut'/'model'")
     return out
+
+
+def _column_bins(variable: str, bins: dict[str, Any]) -> dict[str, Any]:
+    """{"edges", "tpr_model", "tpr_cut"} columns -> {"variable", "rows": [{lo, hi, tpr_model, tpr_cut}]}."""
+    edges, n = bins["edges"], len(bins["edges"]) - 1
+    model, cut = bins.get("tpr_model") or [None] * n, bins.get("tpr_cut") or [None] * n
+    if len(model) != n or len(cut) != n:
+        raise ValueError(f"bins of {variable or bins.get('variable')!r}: {n} bins but {len(model)}/{len(cut)} TPRs")
+    return {"variable": bins.get("variable") or variable or "bin",
+            "rows": [{"lo": edges[i], "hi": edges[i + 1], "tpr_model": model[i], "tpr_cut": cut[i]} for i in range(n)]}
 
 
 def primary_model_name(results: dict[str, Any]) -> str:
@@ -267,10 +273,11 @@ def describe_run(run_dir: str | Path, train_config: dict[str, Any]) -> dict[str,
     adapter_config = _read_json(run_dir / "adapter_config.json")
     mode = "lora" if adapter_config else _lookup(train_config, "model.mode", "train.mode", "mode", "finetune.mode")
     base_model = (adapter_config.get("base_model_name_or_path") if adapter_config else None) or _lookup(
-        train_config, "model.base_model", "model.pretrained", "model.pretrained_model_name_or_path", "base_model")
+        train_config, "model.init", "model.base_model", "model.pretrained", "model.pretrained_model_name_or_path",
+        "base_model")
     return {
         "backbone": _lookup(train_config, "model.backbone", "model.name", "backbone") or model_config.get("model_type"),
-        "preset": _lookup(train_config, "model.preset", "preset"),
+        "preset": _lookup(train_config, "model.preset", "model.size", "preset"),
         "architectures": model_config.get("architectures") or [],
         "model_type": model_config.get("model_type"),
         "mode": str(mode).lower() if mode else None,
@@ -278,11 +285,18 @@ def describe_run(run_dir: str | Path, train_config: dict[str, Any]) -> dict[str,
         "base_model": base_model,
         "is_adapter": bool(adapter_config),
         "lora": {k: adapter_config.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")}
-        if adapter_config else _lookup(train_config, "model.lora", "lora"),
+        if adapter_config else _lookup(train_config, "model.lora", "lora") or _lora_fields(train_config, mode),
         "optim": _lookup(train_config, "optim", "optimizer") or {},
         "train": _lookup(train_config, "train", "training") or {},
         "data": _lookup(train_config, "data") or {},
     }
+
+
+def _lora_fields(train_config: dict[str, Any], mode: Any) -> dict[str, Any] | None:
+    """The flat `model.lora_*` fields of the recipes config, when the run used LoRA."""
+    model = train_config.get("model") if isinstance(train_config.get("model"), dict) else {}
+    fields = {k: v for k, v in model.items() if k.startswith("lora_")}
+    return fields if str(mode).lower() == "lora" and fields else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -309,7 +323,7 @@ def classification_rows(cls: dict[str, Any]) -> list[dict[str, Any]]:
              "tpr_cut": _fmt_metric(m["tpr_cut"]), "tpr_model": _fmt_metric(m["tpr_model"]),
              "auroc": _fmt_metric(m["auroc"]),
              "bins": [{"variable": b["variable"], "rows": [
-                 {"range": f"[{_fmt(r['lo'], 2)}, {_fmt(r['hi'], 2)})", "tpr_model": _fmt_metric(r["tpr_model"]),
+                 {"range": f"[{float(r['lo']):g}, {float(r['hi']):g})", "tpr_model": _fmt_metric(r["tpr_model"]),
                   "tpr_cut": _fmt_metric(r["tpr_cut"])} for r in b["rows"]]} for b in m["bins"]]}
             for signal, m in normalise_classification(cls).items()]
 

@@ -1,7 +1,13 @@
 """The backbones as `transformers` models. Each sub-folder is self-contained Hub remote code.
 
 `BACKBONES` maps a backbone name to the module path of its config and task heads; `load_backbone_classes(name)`
-imports them lazily and registers them with the `transformers` Auto classes for in-process use.
+imports them lazily and registers them with the `transformers` Auto classes for in-process use. `build_model` is the
+front door (preset sizes, random or pretrained weights); `get_lora_target_modules`/`get_head_modules` give peft's
+`target_modules`/`modules_to_save`.
+
+Conventions every backbone follows: `<Bb>Config.from_preset(size, **overrides)`; the class attribute
+`LORA_TARGET_MODULES` (list of module-name suffixes or one full-match regex); `freeze_backbone()`; forward keyword
+arguments and outputs as docs/tensor-layout.md (regression output has `predictions`).
 """
 
 from __future__ import annotations
@@ -64,8 +70,8 @@ def _config_from_preset(config_cls, size: str, overrides: dict):
     return config_cls(**{**presets[size], **overrides})
 
 
-def build_model(backbone: str, task: str, size: str = "small", pretrained: str | None = None, revision: str | None = None,
-                **overrides):
+def build_model(backbone: str, task: str, size: str = "small", pretrained: str | None = None,
+                revision: str | None = None, **overrides):
     """The one front door: a backbone for `task` ("backbone", "regression", "classification").
 
     `pretrained=None` gives random weights ("-rw") from the `size` preset; otherwise a local folder or Hub id of a

@@ -87,9 +87,13 @@ def wrap_lora(model, model_cfg: ModelConfig):
 
     import modeling
 
-    targets = model_cfg.lora_target_modules or modeling.get_lora_target_modules(model)
+    targets = model_cfg.lora_target_modules
+    if targets is None:
+        declared = getattr(type(model), "LORA_TARGET_MODULES", None)
+        # a string is one full-match regex for peft (the PET declares one); list() would split it into characters
+        targets = declared if isinstance(declared, str) else list(modeling.get_lora_target_modules(model))
     config = LoraConfig(r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
-                        target_modules=list(targets), modules_to_save=modeling.get_head_modules(model))
+                        target_modules=targets, modules_to_save=modeling.get_head_modules(model))
     return get_peft_model(model, config)
 
 

@@ -100,7 +100,7 @@ class MinervaEventMLPPreTrainedModel(PreTrainedModel):
 
 
 class MinervaEventMLPModel(MinervaEventMLPPreTrainedModel):
-    """Bare MLP trunk: `pooler_output` (B, hidden) is the event representation; `last_hidden_state` is it as (B, 1, D)."""
+    """Bare MLP trunk: `pooler_output` (B, D) is the event representation, `last_hidden_state` the same as (B, 1, D)."""
 
     def __init__(self, config: MinervaEventMLPConfig):
         super().__init__(config)

@@ -313,7 +313,7 @@ class MinervaPetPreTrainedModel(PreTrainedModel):
     main_input_name = "object_features"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MinervaPetLayer", "MinervaPetClassTokenLayer"]
-    LORA_TARGET_MODULES = r"(.*\.)?(layers|local_embedding\.layers)\.\d+\.attn\.(q_proj|k_proj|v_proj|o_proj)"
+    LORA_TARGET_MODULES = r"(pet\.)?(layers|local_embedding\.layers)\.\d+\.attn\.(q_proj|k_proj|v_proj|o_proj)"
     LORA_MODULES_TO_SAVE = ["head"]
 
     @torch.no_grad()

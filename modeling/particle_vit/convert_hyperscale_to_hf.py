@@ -50,7 +50,7 @@ def load_hyperscale_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor
 
 
 def config_kwargs_from_train_config(train_config: str | Path) -> dict:
-    """Sizes from a HyperScale `train_config.yaml` (`model_type`, `model_params.{embed_dim,depth,num_heads,mlp_ratio}`)."""
+    """Sizes from a HyperScale `train_config.yaml`: `model_type` and `model_params.{embed_dim,depth,num_heads,...}`."""
     import yaml
 
     config = yaml.safe_load(Path(train_config).read_text())

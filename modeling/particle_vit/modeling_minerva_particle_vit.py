@@ -158,7 +158,8 @@ class MinervaParticleViTBlock(GradientCheckpointingLayer):
         self.post_ffn_norm = nn.RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.post_attn_norm(self.multihead_attn(self.pre_attn_norm(hidden_states), mask))
+        attended = self.multihead_attn(self.pre_attn_norm(hidden_states), mask)
+        hidden_states = hidden_states + self.post_attn_norm(attended)
         hidden_states = hidden_states + self.post_ffn_norm(self.ffn(self.pre_ffn_norm(hidden_states)))
         return hidden_states.masked_fill(~mask.unsqueeze(-1), 0.0)
 

@@ -96,3 +96,27 @@ def test_cli_model_card(regression_run, capsys):
     assert main(["model-card", str(regression_run), "--repo-id", "tester/x"]) == 0
     assert capsys.readouterr().out.strip().endswith("README.md")
     assert ModelCard.load(regression_run / "README.md").data.model_name == "x"
+
+
+def test_recipes_evaluate_layout_with_cut_baseline_and_several_binnings(tmp_path):
+    """The schema documented in recipes/evaluate.py: flat signals, bins_by_variable, a cut baseline, recipes config."""
+    w = {"variable": "w", "edges": [0.0, 0.5, 1.0], "tpr_model": [0.61, None], "tpr_cut": [0.42, 0.33], "n_signal": [5, 0]}
+    pion = {"variable": "pion_energy", "edges": [0.1, 0.3, 0.9], "tpr_model": [0.7, 0.8], "tpr_cut": [0.5, 0.55]}
+    signal = {"fpr_cut": 0.0625, "tpr_cut": 0.375, "tpr_model": 0.5625, "fpr_model": 0.06, "threshold": 0.4,
+              "auroc": 0.8125, "n_signal": 16, "n_background": 48, "bins": w,
+              "bins_by_variable": {"w": w, "pion_energy": pion}}
+    results = {"schema_version": 1, "task": "classification", "split": "test", "dataset": "tester/d",
+               "primary_model": "pet", "models": {"pet": {"backbone": "omnilearned", "classification": {"cc1pi0": signal}}},
+               "baselines": {"cut": {"classification": {"cc1pi0": {"fpr_cut": 0.0625, "tpr_cut": 0.375, "bins": w}}}}}
+    (tmp_path / "eval_results.json").write_text(json.dumps(results))
+    (tmp_path / "train_config.json").write_text(json.dumps({"model": {
+        "backbone": "omnilearned", "size": "small", "mode": "lora", "init": "tester/pet-small", "lora_r": 8}}))
+    card = ModelCard.load(write_model_card(tmp_path))
+    assert _card_metrics(card) == {("tpr_at_cut_fpr", "cc1pi0"): 0.5625, ("roc_auc", "cc1pi0"): 0.8125}
+    assert card.data.base_model == "tester/pet-small"
+    text = str(card)
+    assert f"| CC1π⁰ | 0.0625 | 0.375 | **{0.5625:.3f}** | {0.8125:.3f} |" in text
+    assert "TPR per bin of w" in text and "TPR per bin of pion_energy" in text
+    assert "| [0, 0.5) | 0.610 | 0.420 |" in text and "| [0.5, 1) | – | 0.330 |" in text
+    assert "cut (baseline)" in text and "preset `small`" in text and "`lora_r` = `8`" in text
+    assert "@article{Bhimji:2025isp" in text  # the OmniLearned paper is cited for this backbone

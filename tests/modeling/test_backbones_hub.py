@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ALL_BACKBONES, build_tiny, main_output, make_batch, run_isolated
+from backbone_helpers import ALL_BACKBONES, build_tiny, main_output, make_batch, run_isolated
 from safetensors.torch import load_file, save_file
 
 

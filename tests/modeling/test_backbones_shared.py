@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (ALL_BACKBONES, OWN_BACKBONES, PERMUTATION_INVARIANT, TASKS, build_tiny, main_output,
+from backbone_helpers import (ALL_BACKBONES, OWN_BACKBONES, PERMUTATION_INVARIANT, TASKS, build_tiny, main_output,
                       make_batch, run_isolated)
 from safetensors.torch import load_file, save_file
 

@@ -109,15 +109,16 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny_dataset, tmp_path):
 
 
 def test_two_process_ddp_matches_one_process_with_same_global_batch(tiny_dataset, tmp_path):
-    common = ["--train.max_steps=6", "--train.eval_every=3", "--train.save_every=3", "--data.shuffle_buffer=64",
-              "--train.tracker=none", "--train.progress=false", f"--data.path={tiny_dataset}"]
+    common = ["--train.max_steps=6", "--train.eval_every=3", "--train.save_every=3", "--train.log_every=3",
+              "--data.shuffle_buffer=64", "--train.tracker=none", "--train.progress=false",
+              f"--data.path={tiny_dataset}"]
     base = ["--config", str(CONFIGS / "tiny_mlp_cpu.yaml"), *common]
     ddp = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), str(FINETUNE),
                           *base, f"--train.output_dir={tmp_path / 'ddp'}", "--data.batch_size=16"],
                          env=_env(), cwd=REPO_ROOT, capture_output=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr.decode()[-3000:]
     single = tmp_path / "single"
-    train(_cfg("tiny_mlp_cpu.yaml", tiny_dataset, single, *common[:4], "--data.batch_size=32"))
+    train(_cfg("tiny_mlp_cpu.yaml", tiny_dataset, single, *common[:5], "--data.batch_size=32"))
     # both ranks wrote their data position; each saw half the events
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints" / "step-3").glob("data_state_*.json")) == \
         ["data_state_0.json", "data_state_1.json"]

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import build_tiny, make_batch  # noqa: E402
+from backbone_helpers import build_tiny, make_batch  # noqa: E402
 
 import modeling  # noqa: E402
 from modeling.bert_projection.modeling_minerva_bert_projection import (  # noqa: E402

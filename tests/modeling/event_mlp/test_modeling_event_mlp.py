@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import build_tiny, make_batch  # noqa: E402
+from backbone_helpers import build_tiny, make_batch  # noqa: E402
 
 import modeling  # noqa: E402
 

@@ -350,7 +350,12 @@ def test_freeze_backbone_keeps_new_tensors_trainable(tmp_path):
 def test_lora_trains_only_adapters_and_head():
     from peft import LoraConfig, get_peft_model
 
+    import re
+
     model = MinervaPetForEventClassification(tiny_config())
+    for candidate in (model, MinervaPetModel(tiny_config())):
+        targets = [n for n, _ in candidate.named_modules() if re.fullmatch(candidate.LORA_TARGET_MODULES, n)]
+        assert len(targets) == 4 * 3 and not any(n.startswith("head.") for n in targets)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=model.LORA_TARGET_MODULES,
                                             modules_to_save=model.LORA_MODULES_TO_SAVE))

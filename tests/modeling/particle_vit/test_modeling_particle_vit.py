@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from conftest import make_batch  # noqa: E402
+from backbone_helpers import make_batch  # noqa: E402
 
 from modeling.particle_vit.configuration_minerva_particle_vit import PRESETS, MinervaParticleViTConfig  # noqa: E402
 from modeling.particle_vit.convert_hyperscale_to_hf import convert_hyperscale_checkpoint  # noqa: E402
@@ -165,3 +165,18 @@ def test_presets_have_the_paper_sizes():
     with pytest.raises(ValueError, match="not divisible"):
         MinervaParticleViTConfig(hidden_size=30, num_attention_heads=4)
     assert MinervaParticleViTModel(small).norm.eps is None  # machine epsilon of the dtype, as HyperScale
+
+
+def test_cli_converts_a_run_directory(hyperscale_run, tmp_path):
+    """`minerva-fm convert-particle-vit` writes a loadable classification checkpoint."""
+    from recipes.cli import main
+
+    run, state, _ = hyperscale_run
+    out = tmp_path / "cli"
+    assert main(["convert-particle-vit", str(run / "pvit_final.pth"), str(out), "--train-config",
+                 str(run / "train_config.yaml"), "--task", "classification"]) == 0
+    from modeling.particle_vit.modeling_minerva_particle_vit import MinervaParticleViTForEventClassification
+
+    model = MinervaParticleViTForEventClassification.from_pretrained(out)
+    torch.testing.assert_close(model.particle_vit.cls_token, state["cls_token"], rtol=0, atol=0)
+    assert model.head.out_features == 5

@@ -1,4 +1,5 @@
-"""Shared helpers for the backbone tests: tiny configs, synthetic batches, isolated subprocess runs."""
+"""Shared helpers for the backbone tests (imported as a module, not a conftest): tiny configs, synthetic batches,
+isolated subprocess runs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,30 @@
+"""The demo end to end on a tiny size: synthetic ROOT -> Parquet -> PET full/LoRA + MLP -> evaluation -> plots/cards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_tiny(tmp_path):
+    from recipes.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--events", "600", "--steps", "5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["tasks"]) == {"regression", "classification"}
+    reg = summary["tasks"]["regression"]
+    assert {"pet-full", "pet-lora", "mlp", "calorimetric"} <= set(reg)
+    assert {"cut", "pet-full"} <= set(summary["tasks"]["classification"])
+    for task in ("regression", "classification"):
+        for name in ("pet-full", "pet-lora"):
+            model = out / "runs" / task / name / "model"
+            results = json.loads((model / "eval_results.json").read_text())
+            assert results["task"] == task and results["primary_model"] == name
+            assert (model / "model.safetensors").is_file()
+        assert (out / "runs" / task / "pet-lora" / "adapter" / "adapter_config.json").is_file()
+        assert (out / "plots" / f"{task}_val_loss_vs_flops.png").is_file()
+    assert (out / "plots" / "regression_resolution_vs_q3.png").is_file()
+    assert (out / "data" / "manifest.json").is_file()
