@@ -38,11 +38,14 @@ TASKS = ("backbone", "regression", "classification")
 def load_backbone_classes(name: str):
     """Import a backbone's (config, bare model, regression head, classification head) classes and register them.
 
-    Registers the classes with `AutoConfig`/`AutoModel`/`AutoModelForSequenceClassification` (in-process use) and
+    Registers the config and bare model with `AutoConfig`/`AutoModel` (in-process use) and every class with
     `register_for_auto_class`, so `save_pretrained`/`push_to_hub` write the remote code and the `auto_map`. Saved
-    heads map to `AutoModelForSequenceClassification` (regression = the 1-output case, as in transformers).
+    heads map to `AutoModelForSequenceClassification` (regression = the 1-output case, as in transformers). The heads
+    are deliberately not registered in-process: one Auto class can map a config to one class only, so
+    `AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)` resolves the head through the
+    checkpoint's own `auto_map` and gets the regression or classification head that was saved.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModel
 
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -52,7 +55,6 @@ def load_backbone_classes(name: str):
     model_cls, regression_cls, classification_cls = (getattr(modeling, class_name) for class_name in model_names)
     AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
     AutoModel.register(config_cls, model_cls, exist_ok=True)
-    AutoModelForSequenceClassification.register(config_cls, classification_cls, exist_ok=True)
     config_cls.register_for_auto_class()
     model_cls.register_for_auto_class("AutoModel")
     regression_cls.register_for_auto_class("AutoModelForSequenceClassification")
