@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -405,6 +405,17 @@ def _remove_stale_temps(output_dir: Path, stem: str) -> None:
 
 def _convert_file(path: Path, output_dir: Path, shifted: bool, options: ConvertOptions) -> dict:
     root_file, tree, is_mc = open_reco_tree(path)
+    # hashlib releases the GIL: the input's checksum is computed in a thread while the chunks are converted.
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        digest = hasher.submit(_sha256, path)
+        report = _convert_chunks(path, output_dir, shifted, options, root_file, tree, is_mc)
+        report["sha256"] = digest.result()
+    return report
+
+
+def _convert_chunks(path: Path, output_dir: Path, shifted: bool, options: ConvertOptions, root_file, tree,
+                    is_mc: bool) -> dict:
+    """Convert (or skip, when finished) every chunk of an opened file; the file's manifest entry without sha256."""
     _remove_stale_temps(output_dir, path.stem)
     branches = [b.name for b in _reco_branch_specs(is_mc)]
     chunks = []
@@ -429,7 +440,7 @@ def _convert_file(path: Path, output_dir: Path, shifted: bool, options: ConvertO
         chunks.append({**stats, "shards": [str(s.relative_to(output_dir)) for s in shards]})
     pot_used, pot_total = _read_pot(root_file)
     return {
-        "name": path.name, "path": str(path.resolve()), "size_bytes": path.stat().st_size, "sha256": _sha256(path),
+        "name": path.name, "path": str(path.resolve()), "size_bytes": path.stat().st_size, "sha256": None,
         "is_mc": is_mc, "n_entries": tree.num_entries, "split": "shifted" if shifted else "hashed",
         "pot_used": pot_used, "pot_total": pot_total, "chunks": chunks,
     }

@@ -48,6 +48,25 @@ _RAW_PID_LOOKUP = np.zeros(max(RAW_PRONG_PID_TO_INDEX) + 1, dtype=np.int32)  # r
 _RAW_PID_LOOKUP[list(RAW_PRONG_PID_TO_INDEX)] = list(RAW_PRONG_PID_TO_INDEX.values())
 
 
+def take_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """values[index] along axis 0 (np.take is several times faster than fancy indexing of 2-D arrays)."""
+    return np.take(values, index, axis=0)
+
+
+def compress_rows(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """values[mask] along axis 0 (np.compress is several times faster than boolean indexing of 2-D arrays)."""
+    return np.compress(mask, values, axis=0)
+
+
+def put_rows(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
+    """target[index] = rows along axis 0, with each row moved as one opaque item (faster than fancy assignment)."""
+    if target.ndim == 1 or not (target.flags.c_contiguous and rows.flags.c_contiguous) or target.dtype != rows.dtype:
+        target[index] = rows
+        return
+    item = np.dtype((np.void, target.dtype.itemsize * target.shape[1]))
+    target.view(item).reshape(-1)[index] = rows.view(item).reshape(-1)
+
+
 class LayoutError(ValueError):
     """A jagged branch whose shape or counter disagrees with the others (names the branch)."""
 
@@ -88,15 +107,21 @@ class ValueAudit:
 
     def audit_finite(self, values: np.ndarray, branch: str) -> np.ndarray:
         """Count NaN and ±inf in `values`; return the finite mask (same shape)."""
-        self.add("nan", branch, np.count_nonzero(np.isnan(values)))
-        self.add("inf", branch, np.count_nonzero(np.isinf(values)))
-        return np.isfinite(values)
+        finite = np.isfinite(values)
+        if not finite.all():  # the common all-finite case costs one pass
+            n_nan = np.count_nonzero(np.isnan(values))
+            self.add("nan", branch, n_nan)
+            self.add("inf", branch, finite.size - np.count_nonzero(finite) - n_nan)
+        return finite
 
     def audit_energy(self, energy: np.ndarray, branch: str) -> None:
         """Count sentinel values (−999, −9999, −1e4) and other negative energies."""
-        sentinel = np.isin(energy, SENTINELS)
-        self.add("sentinel", branch, np.count_nonzero(sentinel))
-        self.add("negative_energy", branch, np.count_nonzero((energy < 0) & ~sentinel))
+        negative = energy < 0
+        if negative.any():  # every sentinel is negative
+            sentinel = negative & ((energy == SENTINELS[0]) | (energy == SENTINELS[1]) | (energy == SENTINELS[2]))
+            n_sentinel = np.count_nonzero(sentinel)
+            self.add("sentinel", branch, n_sentinel)
+            self.add("negative_energy", branch, np.count_nonzero(negative) - n_sentinel)
 
 
 @dataclass
@@ -117,8 +142,10 @@ class ObjectSet:
         """The objects where `mask` is True (order kept)."""
         if mask.all():
             return self
-        counts = np.bincount(self.event_index[mask], minlength=len(self.counts))
-        return ObjectSet(counts, self.p4[mask], self.extra[mask], self.pid[mask])
+        kept_before = np.concatenate([[0], np.cumsum(mask)])
+        offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        counts = kept_before[offsets[1:]] - kept_before[offsets[:-1]]
+        return ObjectSet(counts, compress_rows(self.p4, mask), compress_rows(self.extra, mask), self.pid[mask])
 
 
 @dataclass
@@ -148,23 +175,44 @@ def dedx_feature(dedx: np.ndarray) -> np.ndarray:
 
     (MeV/cm.) The reference clips only d > 100; clipping |d| also bounds large negative non-sentinel values.
     """
-    magnitude = np.where(np.isnan(dedx) | np.isin(dedx, SENTINELS), 0.0, np.abs(dedx))
+    sentinel = (dedx == SENTINELS[0]) | (dedx == SENTINELS[1]) | (dedx == SENTINELS[2])
+    magnitude = np.where(np.isnan(dedx) | sentinel, 0.0, np.abs(dedx))
     return np.log(np.minimum(magnitude, DEDX_CLIP) + 0.1)
 
 
-def kinematic_features(p4: np.ndarray) -> np.ndarray:
+def kinematic_features(p4: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(M, 4) px,py,pz,E in MeV → (M, 4) eta, phi, log_pt, log_e w.r.t. the detector z axis (reference definitions).
 
     eta = ½ ln((p+pz)/(p−pz)) clipped to [−10, 10] and 0 when p, p+pz or p−pz < 1e-6; phi = atan2(py, px);
     log_pt = ln(pT + 1e-6); log_e = ln(E + 1e-6).
     """
-    px, py, pz, e = p4.T
+    px, py, pz, e = np.ascontiguousarray(np.asarray(p4, dtype=np.float64).T)
     p = np.sqrt(px**2 + py**2 + pz**2)
-    pt = np.hypot(px, py)
-    defined = (p >= 1e-6) & (p + pz >= 1e-6) & (p - pz >= 1e-6)
+    p_plus, p_minus = p + pz, p - pz
+    defined = (p >= 1e-6) & (p_plus >= 1e-6) & (p_minus >= 1e-6)
     with np.errstate(divide="ignore", invalid="ignore"):
-        eta = np.where(defined, 0.5 * np.log((p + pz) / (p - pz)), 0.0)
-    return np.stack([np.clip(eta, -10.0, 10.0), np.arctan2(py, px), np.log(pt + 1e-6), np.log(e + 1e-6)], axis=1)
+        eta = np.where(defined, 0.5 * np.log(p_plus / p_minus), 0.0)
+    out = np.empty((len(px), 4)) if out is None else out
+    out[:, 0] = np.clip(eta, -10.0, 10.0)
+    out[:, 1] = np.arctan2(py, px)
+    out[:, 2] = np.log(np.hypot(px, py) + 1e-6)
+    out[:, 3] = np.log(e + 1e-6)
+    return out
+
+
+def _list_parts(values: ak.Array) -> tuple[np.ndarray, ak.contents.Content] | None:
+    """(offsets, inner layout) of a `var * ...` array, without copies; None for other layouts."""
+    layout = ak.to_layout(values)
+    if not isinstance(layout, ak.contents.ListOffsetArray):
+        return None
+    return np.asarray(layout.offsets), layout.content
+
+
+def _numpy_content(layout: ak.contents.Content, start: int, stop: int) -> np.ndarray | None:
+    """The plain NumPy data of a NumpyArray layout between start and stop (None for other layouts)."""
+    if isinstance(layout, ak.contents.NumpyArray) and layout.data.ndim == 1:
+        return np.asarray(layout.data)[start:stop]
+    return None
 
 
 def flatten_prong_vectors(values: ak.Array, branch: str, n_prongs: np.ndarray) -> np.ndarray:
@@ -173,6 +221,12 @@ def flatten_prong_vectors(values: ak.Array, branch: str, n_prongs: np.ndarray) -
     Accepts the real-file layout `var * var * float64` (vector<vector<double>>, inner length must be 4) and the
     flattened `var * float64` of length 4·n_prongs written by the synthetic generator.
     """
+    fast = _flat_prong_vectors(values, branch)
+    if fast is not None:
+        flat, counts = fast
+        if not np.array_equal(counts, n_prongs):
+            raise LayoutError(f"branch {branch!r}: {counts.sum()} prongs but n_prongs sums to {n_prongs.sum()}")
+        return flat.astype(np.float64, copy=False).reshape(-1, 4)
     if values.ndim == 3:
         inner = ak.to_numpy(ak.flatten(ak.num(values, axis=2), axis=None))
         if inner.size and np.any(inner != 4):
@@ -190,8 +244,40 @@ def flatten_prong_vectors(values: ak.Array, branch: str, n_prongs: np.ndarray) -
     return np.asarray(ak.to_numpy(ak.flatten(values, axis=None)), dtype=np.float64).reshape(-1, 4)
 
 
+def _flat_prong_vectors(values: ak.Array, branch: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Fast path of `flatten_prong_vectors` on plain list-offset layouts: (flat values, prongs per event) or None."""
+    parts = _list_parts(values)
+    if parts is None:
+        return None
+    offsets, inner = parts
+    if isinstance(inner, ak.contents.ListOffsetArray):  # var * var * float64
+        inner_offsets = np.asarray(inner.offsets)[offsets[0]:offsets[-1] + 1]
+        flat = _numpy_content(inner.content, inner_offsets[0], inner_offsets[-1])
+        if flat is None:
+            return None
+        inner_counts = np.diff(inner_offsets)
+        if inner_counts.size and np.any(inner_counts != 4):
+            raise LayoutError(f"branch {branch!r}: inner vectors must have length 4, found "
+                              f"{sorted(set(inner_counts.tolist()))[:5]}")
+        return flat, np.diff(offsets)
+    flat = _numpy_content(inner, offsets[0], offsets[-1])  # var * float64, 4 values per prong
+    if flat is None:
+        return None
+    counts4 = np.diff(offsets)
+    if np.any(counts4 % 4):
+        raise LayoutError(f"branch {branch!r}: flattened length per event must be a multiple of 4")
+    return flat, counts4 // 4
+
+
 def jagged_flat(chunk: ak.Array, name: str, expected_counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A `var * T` branch → (flat values, counts); checks the counts against `expected_counts` if given."""
+    parts = _list_parts(chunk[name])
+    flat = None if parts is None else _numpy_content(parts[1], parts[0][0], parts[0][-1])
+    if flat is not None:  # plain list-offset layout (what uproot returns): views, no copies
+        counts = np.diff(parts[0])
+        if expected_counts is not None and not np.array_equal(counts, expected_counts):
+            raise LayoutError(f"branch {name!r}: per-event lengths differ from its sibling branches")
+        return flat, counts
     counts = ak.to_numpy(ak.num(chunk[name], axis=1))
     if expected_counts is not None and not np.array_equal(counts, expected_counts):
         raise LayoutError(f"branch {name!r}: per-event lengths differ from its sibling branches")
@@ -258,26 +344,42 @@ def _blob_origin(chunk: ak.Array, config: TokenConfig) -> np.ndarray:
 def build_blobs(chunk: ak.Array, config: TokenConfig, audit: ValueAudit, dropped: dict) -> ObjectSet:
     """Blob tokens: massless 4-vectors of energy TotalE pointing from the origin (vertex by default) to the blob."""
     energy, counts = jagged_flat(chunk, "MasterAnaDev_BlobTotalE")
-    xyz = np.stack([jagged_flat(chunk, f"MasterAnaDev_Blob{c}", counts)[0] for c in "XYZ"], axis=1).astype(np.float64)
-    time = jagged_flat(chunk, "MasterAnaDev_BlobT", counts)[0].astype(np.float64)
-    energy = energy.astype(np.float64)
+    energy = energy.astype(np.float64, copy=False)
+    xyz = [jagged_flat(chunk, f"MasterAnaDev_Blob{c}", counts)[0].astype(np.float64, copy=False) for c in "XYZ"]
+    time = jagged_flat(chunk, "MasterAnaDev_BlobT", counts)[0].astype(np.float64, copy=False)
     finite = audit.audit_finite(energy, "MasterAnaDev_BlobTotalE")
-    for k, c in enumerate("XYZ"):
-        finite &= audit.audit_finite(xyz[:, k], f"MasterAnaDev_Blob{c}")
+    for c, values in zip("XYZ", xyz):
+        finite &= audit.audit_finite(values, f"MasterAnaDev_Blob{c}")
     audit.audit_energy(np.where(finite, energy, 0.0), "MasterAnaDev_BlobTotalE")
-    keep = finite & (energy > BLOB_MIN_E) & (np.abs(xyz) < FAR_AWAY).all(axis=1)
+    keep = finite & (energy > BLOB_MIN_E)
+    for values in xyz:
+        keep &= np.abs(values) < FAR_AWAY
     dropped["blob_invalid_or_below_threshold"] = dropped.get("blob_invalid_or_below_threshold", 0) + int((~keep).sum())
-    event = np.repeat(np.arange(len(counts)), counts)
-    delta = xyz - _blob_origin(chunk, config)[event]
-    r = np.linalg.norm(delta, axis=1)
+    t = _scaled_or_zero(time, "MasterAnaDev_BlobT", audit)
+    # Only kept blobs get 4-vectors (they are finite, so the NaN → 0 of positions is moot for them).
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    kept_counts = kept_before[offsets[1:]] - kept_before[offsets[:-1]]
+    energy, t = np.compress(keep, energy), np.compress(keep, t)
+    x, y, z = (np.compress(keep, values) for values in xyz)
+    event = np.repeat(np.arange(len(counts)), kept_counts)
+    ox, oy, oz = np.ascontiguousarray(_blob_origin(chunk, config).T)
+    dx, dy, dz = x - ox[event], y - oy[event], z - oz[event]
+    r = np.sqrt(dx * dx + dy * dy + dz * dz)  # same rounding as np.linalg.norm(axis=1)
+    far = r > 1e-6
+    r = np.maximum(r, 1e-6)
+    p4 = np.empty((len(energy), 4))
     # A blob exactly at the origin has no direction; point it along z.
-    unit = np.where(r[:, None] > 1e-6, delta / np.maximum(r, 1e-6)[:, None], np.array([0.0, 0.0, 1.0]))
-    p4 = np.concatenate([unit * energy[:, None], energy[:, None]], axis=1)
+    p4[:, 0] = np.where(far, dx / r, 0.0) * energy
+    p4[:, 1] = np.where(far, dy / r, 0.0) * energy
+    p4[:, 2] = np.where(far, dz / r, 1.0) * energy
+    p4[:, 3] = energy
     extra = np.zeros((len(energy), 5))
-    extra[:, 1:4] = np.where(np.isfinite(xyz), xyz, 0.0) / POSITION_SCALE
-    extra[:, 4] = _scaled_or_zero(time, "MasterAnaDev_BlobT", audit)
-    blobs = ObjectSet(counts.astype(np.int64), p4, extra, np.full(len(energy), PID["blob"], dtype=np.int32))
-    return blobs.select(keep)
+    extra[:, 1] = x / POSITION_SCALE
+    extra[:, 2] = y / POSITION_SCALE
+    extra[:, 3] = z / POSITION_SCALE
+    extra[:, 4] = t
+    return ObjectSet(kept_counts.astype(np.int64), p4, extra, np.full(len(energy), PID["blob"], dtype=np.int32))
 
 
 def _drop_muon_prong(prongs: ObjectSet, has_muon: np.ndarray, muon_p4: np.ndarray, angle: float) -> np.ndarray:
@@ -286,7 +388,7 @@ def _drop_muon_prong(prongs: ObjectSet, has_muon: np.ndarray, muon_p4: np.ndarra
     if not len(keep):
         return keep
     event = prongs.event_index
-    mu = muon_p4[event, :3]
+    mu = take_rows(muon_p4[:, :3], event)
     norm = np.linalg.norm(prongs.p4[:, :3], axis=1) * np.linalg.norm(mu, axis=1)
     cos = np.where(norm > 0, np.einsum("ij,ij->i", prongs.p4[:, :3], mu) / np.where(norm > 0, norm, 1.0), -2.0)
     cos = np.where(has_muon[event], cos, -2.0)
@@ -340,6 +442,37 @@ def _count(dropped: dict, reason: str, mask: np.ndarray) -> None:
     dropped[reason] = dropped.get(reason, 0) + int(np.count_nonzero(mask))
 
 
+def _order_by_energy_desc(energy: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Indices of the objects of the blocks [start, start+count), block by block, each sorted by E descending
+    (ties and NaN: file order, like a stable lexsort)."""
+    out = np.empty(int(counts.sum()), dtype=np.int64)
+    out_start = np.cumsum(counts) - counts
+    # Each block is sorted as a row of a NaN-padded grid: NaN sorts last and the sort is stable, so real NaNs stay
+    # ahead of the padding and the first `count` columns of a row are that block's objects. Blocks of similar size
+    # share a grid (little padding), and grids are kept small (cache-resident); the loop is over grids, not events.
+    by_size = np.argsort(counts, kind="stable")
+    sorted_counts = counts[by_size]
+    cells_before = np.cumsum(sorted_counts)
+    first = 0
+    while first < len(by_size):
+        last = max(first + 1, int(np.searchsorted(cells_before, cells_before[first] + _GRID_CELLS, side="right")))
+        last = min(last, len(by_size))
+        while last > first + 1 and (last - first) * int(sorted_counts[last - 1]) > 2 * _GRID_CELLS:
+            last = first + max(1, (last - first) // 2)
+        rows = by_size[first:last]
+        row_counts, width = counts[rows], int(sorted_counts[last - 1])
+        real = np.arange(width) < row_counts[:, None]
+        grid = np.full(real.shape, np.nan)
+        grid[real] = -energy[(starts[rows, None] + np.arange(width))[real]]
+        order = np.argsort(grid, axis=1, kind="stable")
+        out[(out_start[rows, None] + np.arange(width))[real]] = (starts[rows, None] + order)[real]
+        first = last
+    return out
+
+
+_GRID_CELLS = 1 << 16
+
+
 def cap_objects(objects: ObjectSet, cap: int, aggregate_pid: int) -> tuple[ObjectSet, ObjectSet, int]:
     """Apply the cap rule → (kept objects, aggregate tokens (0/1 per event), # objects merged).
 
@@ -347,28 +480,43 @@ def cap_objects(objects: ObjectSet, cap: int, aggregate_pid: int) -> tuple[Objec
     token with summed 4-vector and mean extra features. Other events keep all objects in file order.
     """
     n = len(objects.counts)
-    over = objects.counts > cap
+    counts = np.asarray(objects.counts, dtype=np.int64)
+    over = counts > cap
     if not over.any():
         empty = ObjectSet(np.zeros(n, dtype=np.int64), np.zeros((0, 4)), np.zeros((0, 5)), np.zeros(0, np.int32))
         return objects, empty, 0
-    event = objects.event_index
-    local = np.arange(len(event)) - np.repeat(np.cumsum(objects.counts) - objects.counts, objects.counts)
-    # Sort only the objects of over-cap events, by (event, −E); lexsort is stable, so ties keep file order. Each
-    # event's block keeps its place, so the sorted objects simply replace their block.
-    in_over = np.flatnonzero(over[event])
-    order = np.arange(len(event))
-    order[in_over] = in_over[np.lexsort((-objects.p4[in_over, 3], event[in_over]))]
-    merged = over[event] & (local >= cap - 1)  # in the sorted frame (blocks and local indices are unchanged)
-    kept_index, merged_index, merged_event = order[~merged], order[merged], event[merged]
-    n_merged_per_event = np.bincount(merged_event, minlength=n)
-    kept = ObjectSet(objects.counts - n_merged_per_event, objects.p4[kept_index], objects.extra[kept_index],
-                     objects.pid[kept_index])
-    sums_p4 = np.stack([np.bincount(merged_event, objects.p4[merged_index, k], n) for k in range(4)], axis=1)
-    sums_extra = np.stack([np.bincount(merged_event, objects.extra[merged_index, k], n) for k in range(5)], axis=1)
-    mean_extra = sums_extra[over] / n_merged_per_event[over, None]
-    aggregate = ObjectSet(over.astype(np.int64), sums_p4[over], mean_extra,
+    starts = np.cumsum(counts) - counts
+    over_starts, over_counts = starts[over], counts[over]
+    # Each over-cap event's block keeps its place; its objects, sorted, replace the block. Positions >= cap−1 inside
+    # a sorted block are merged.
+    sorted_over = _order_by_energy_desc(objects.p4[:, 3], over_starts, over_counts)
+    n_merged = over_counts - (cap - 1)
+    block_start = np.cumsum(over_counts) - over_counts  # of each over-cap block inside sorted_over
+    merged_local = np.arange(int(n_merged.sum())) + np.repeat(block_start + cap - 1 - (np.cumsum(n_merged) - n_merged),
+                                                             n_merged)
+    merged_index = sorted_over[merged_local]
+    keep_local = np.ones(len(sorted_over), dtype=bool)
+    keep_local[merged_local] = False
+    kept_over = np.zeros(len(objects.pid), dtype=bool)
+    kept_over[sorted_over] = True  # mark positions of over-cap objects; replaced below by the sorted kept ones
+    kept_index = np.arange(len(objects.pid))
+    over_positions = np.flatnonzero(kept_over)
+    kept_index[over_positions] = sorted_over
+    keep_mask = np.ones(len(objects.pid), dtype=bool)
+    keep_mask[over_positions[~keep_local]] = False
+    kept_index = kept_index[keep_mask]
+    n_merged_per_event = np.zeros(n, dtype=np.int64)
+    n_merged_per_event[over] = n_merged
+    kept = ObjectSet(counts - n_merged_per_event, take_rows(objects.p4, kept_index),
+                     take_rows(objects.extra, kept_index), objects.pid[kept_index])
+    # Sums in the sorted order (bincount adds sequentially), as the aggregate has always been defined.
+    merged_event = np.repeat(np.arange(len(n_merged)), n_merged)
+    merged_p4, merged_extra = take_rows(objects.p4, merged_index), take_rows(objects.extra, merged_index)
+    sums_p4 = np.stack([np.bincount(merged_event, merged_p4[:, k], len(n_merged)) for k in range(4)], axis=1)
+    sums_extra = np.stack([np.bincount(merged_event, merged_extra[:, k], len(n_merged)) for k in range(5)], axis=1)
+    aggregate = ObjectSet(over.astype(np.int64), sums_p4, sums_extra / n_merged[:, None],
                           np.full(int(over.sum()), aggregate_pid, dtype=np.int32))
-    return kept, aggregate, int(merged.sum())
+    return kept, aggregate, int(n_merged.sum())
 
 
 def merge_in_order(sets: list[ObjectSet]) -> ObjectSet:
@@ -379,10 +527,13 @@ def merge_in_order(sets: list[ObjectSet]) -> ObjectSet:
     p4, extra, pid = np.empty((total, 4)), np.empty((total, 5)), np.empty(total, dtype=np.int32)
     before = np.zeros_like(counts)
     for s in sets:
-        event = s.event_index
-        local = np.arange(len(event)) - np.repeat(np.cumsum(s.counts) - s.counts, s.counts)
-        target = starts[event] + before[event] + local
-        p4[target], extra[target], pid[target] = s.p4, s.extra, s.pid
+        if len(s.pid):
+            # object k of event i goes to starts[i] + before[i] + (k − first object of event i in s)
+            shift = starts + before - (np.cumsum(s.counts) - s.counts)
+            target = np.arange(len(s.pid)) + np.repeat(shift, s.counts)
+            put_rows(p4, target, np.ascontiguousarray(s.p4))
+            put_rows(extra, target, np.ascontiguousarray(s.extra))
+            pid[target] = s.pid
         before = before + s.counts
     return ObjectSet(counts, p4, extra, pid)
 
@@ -437,7 +588,7 @@ def tokenize(chunk: ak.Array, config: TokenConfig = TokenConfig()) -> TokenizedC
     n_photons = photons.counts
     m_gg = np.where(n_photons == 2, physics.invariant_mass_pair(photon_p4[:, 0], photon_p4[:, 1]), 0.0)
     features = np.empty((len(tokens.pid), NUM_OBJECT_FEATURES), dtype=np.float32)
-    features[:, :4] = kinematic_features(tokens.p4)
+    kinematic_features(tokens.p4, out=features[:, :4])
     features[:, 4:] = tokens.extra
     truncation = {
         "events_with_blob_aggregate": int(blob_aggregate.counts.sum()), "blobs_merged": blobs_merged,

@@ -139,7 +139,9 @@ class MinervaPetAttention(nn.Module):
         v = self._split_heads(self.v_proj(keys))
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout)  # (B, H, Lq, d)
-        return self.o_proj(out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], -1))
+        # explicit width: the local kNN blocks can run on zero real objects (all-padding batch), where -1 is ambiguous
+        width = self.num_heads * self.head_dim
+        return self.o_proj(out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], width))
 
 
 class MinervaPetLayer(GradientCheckpointingLayer):

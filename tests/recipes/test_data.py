@@ -23,7 +23,7 @@ def test_split_lookup_and_missing_split_error(tiny_dataset):
 
 @pytest.mark.parametrize("files", [1, 4])
 def test_two_ranks_see_every_event_once_per_epoch(tmp_path, files):
-    from conftest import write_dataset
+    from recipes_test_helpers import write_dataset
 
     root = write_dataset(tmp_path, {"train": 200}, files_per_split=files)
     ds = load_split(str(root), "train")

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO_ROOT
+from recipes_test_helpers import REPO_ROOT
 from recipes import metrics
 from recipes.config import load_config
 from recipes.finetune import train

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT, free_port
+from recipes_test_helpers import REPO_ROOT, free_port
 from recipes.config import load_config
 from recipes.finetune import build_finetune_model, train
 
