@@ -303,13 +303,20 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def low_q3_max(reg: dict[str, Any] | None) -> float:
+    """Upper q3 edge (GeV) of the low-q3 region: `low_q3_range` of the eval results when given, else 1.2 (metrics)."""
+    bounds = (reg or {}).get("low_q3_range")
+    return float(bounds[1]) if isinstance(bounds, (list, tuple)) and len(bounds) == 2 else LOW_Q3_MAX_GEV
+
+
 def regression_rows(reg: dict[str, Any]) -> list[dict[str, Any]]:
     """One display row per q3 bin (formatted strings), the low-q3 bins flagged."""
-    rows = [{"q3": _q3_label(b["lo"], b["hi"]), "low_q3": b["hi"] <= LOW_Q3_MAX_GEV + 1e-9,
+    q3_max = low_q3_max(reg)
+    rows = [{"q3": _q3_label(b["lo"], b["hi"]), "low_q3": b["hi"] <= q3_max + 1e-9,
              **{key: _fmt_metric(b.get(key)) for key in ("iqr", "mpv", "rms")}, "n": _fmt(b.get("n"))}
             for b in normalise_regression(reg)["bins"]]
     summaries = normalise_regression(reg)
-    for label, summary, low in ((f"low q3, (0, {LOW_Q3_MAX_GEV:g}]", summaries["low_q3"], True),
+    for label, summary, low in ((f"low q3, (0, {q3_max:g}]", summaries["low_q3"], True),
                                 ("all q3", summaries["overall"], False)):
         if summary:
             rows.append({"q3": label, "low_q3": low, "n": _fmt(summary.get("n")),
@@ -338,14 +345,15 @@ def build_eval_results(results: dict[str, Any], dataset_id: str, dataset_name: s
     out: list[EvalResult] = []
     if task == "regression":
         reg = normalise_regression(metrics)
+        q3_max = low_q3_max(metrics)
         low = reg.get("low_q3") or {}
         if _is_number(low.get("iqr")):
             out.append(EvalResult(**common, metric_type="iqr", metric_value=float(low["iqr"]),
-                                  metric_name=f"IQR of E_pred/E_true, low q3 (0, {LOW_Q3_MAX_GEV:g}] GeV",
+                                  metric_name=f"IQR of E_pred/E_true, low q3 (0, {q3_max:g}] GeV",
                                   metric_config="low_q3"))
         for b in reg["bins"]:
             if _is_number(b.get("iqr")):
-                flag = " (low q3)" if b["hi"] <= LOW_Q3_MAX_GEV + 1e-9 else ""
+                flag = " (low q3)" if b["hi"] <= q3_max + 1e-9 else ""
                 out.append(EvalResult(**common, metric_type="iqr", metric_value=float(b["iqr"]),
                                       metric_name=f"IQR of E_pred/E_true, q3 in {_q3_label(b['lo'], b['hi'])} GeV{flag}",
                                       metric_config=f"q3_{b['lo']:g}_{b['hi']:g}"))
@@ -417,7 +425,8 @@ def _template_context(run_dir: Path, results: dict[str, Any], train_config: dict
         "model_name": model_name, "repo_id": repo_id or model_name, "task": task, "primary": primary,
         "dataset_id": dataset_id, "split": results.get("split") or "–",
         "dataset_revision": results.get("dataset_revision"), "data_origin": results.get("data_origin"),
-        "run": run, "comparison": comparison, "low_q3_max": LOW_Q3_MAX_GEV,
+        "run": run, "comparison": comparison,
+        "low_q3_max": low_q3_max(results["models"][primary].get(task) if task == "regression" else None),
         "plots": _existing_plots(run_dir, results.get("plots") or []),
         "compute": {**(_lookup(train_config, "compute") or {}), **(results.get("compute") or {})},
         "train_config_json": json.dumps(train_config, indent=2, sort_keys=True) if train_config else "",

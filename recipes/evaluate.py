@@ -23,6 +23,7 @@ folder when local), as `eval_results.json` plus `plots/*.png`: the files model_c
             "iqr": [...], "mpv": [...], "iqr_over_mpv": [...], "rms": [...], "n": [...],   # of r = E_pred/E_true
             "overall": {"iqr", "mpv", "iqr_over_mpv", "rms", "n"},   # every selected event
             "low_q3": {...same...},                  # q3 in (0, 1.2] GeV, the region the paper highlights
+            "low_q3_range": [0.0, 1.2],              # the (lo, hi] q3 range of "low_q3" (GeV)
             "overflow": {...same...}                 # q3 in (3, 100] (not plotted)
           },
           "classification": {                       # task == classification; one entry per tagging task
@@ -192,7 +193,7 @@ def regression_entry(e_pred: np.ndarray, arrays: dict, use_selection: bool = Tru
     entry = {"q3_bins": [[b["lo"], b["hi"]] for b in plotted]}
     for key in ("iqr", "mpv", "iqr_over_mpv", "rms", "n"):
         entry[key] = [b[key] for b in plotted]
-    entry.update(overall=out["overall"], low_q3=out["low_q3"],
+    entry.update(overall=out["overall"], low_q3=out["low_q3"], low_q3_range=[0.0, metrics.LOW_Q3_MAX],
                  overflow={k: v for k, v in overflow.items() if k not in ("lo", "hi", "overflow")})
     return entry
 

@@ -90,6 +90,26 @@ def test_iter_batches_streaming(fake_dataset_dir):
     assert all(b["object_pid"][b["attention_mask"]].gt(0).all() for b in batches)
 
 
+def test_iter_batches_epoch_reshuffles(fake_dataset_dir):
+    """Epoch 1 of a shuffled stream comes out in another order than epoch 0 (same events), via `epoch=` or
+    `set_epoch` (which `with_format` alone would reset to 0)."""
+    from dataset_builder.hf_dataset import MinervaEvents
+
+    stream = MinervaEvents(data_dir=str(fake_dataset_dir)).as_streaming_dataset(split="train")
+    stream = stream.shuffle(seed=0, buffer_size=64)
+
+    def order(**kwargs):
+        return [tuple(row) for b in iter_batches(stream, 32, MinervaCollator(), **kwargs)
+                for row in b["event_features"][:, :2].tolist()]
+
+    epoch0, epoch1 = order(epoch=0), order(epoch=1)
+    assert sorted(epoch0) == sorted(epoch1) and len(set(epoch0)) == len(epoch0)
+    assert epoch0 != epoch1
+    assert order(epoch=1) == epoch1  # deterministic per epoch
+    stream.set_epoch(1)
+    assert order() == epoch1
+
+
 @pytest.mark.parametrize(("n_files", "streaming"), [(1, True), (4, True), (2, False)])
 def test_split_by_node_union_is_everything(tmp_path, n_files, streaming):
     import pyarrow.parquet as pq

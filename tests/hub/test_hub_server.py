@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -148,10 +152,8 @@ def test_transformers_push_and_load_by_revision(hub, tmp_path):
 
 
 def test_hf_cli_upload_download(hub, tmp_path):
-    import shutil
-    import subprocess
-
-    hf = shutil.which("hf") or pytest.skip("hf CLI not installed")
+    hf = shutil.which("hf", path=str(Path(sys.executable).parent))  # the venv's CLI, also when it is not on PATH
+    assert hf, "huggingface_hub's hf CLI is missing from the environment"
     (tmp_path / "up").mkdir()
     (tmp_path / "up" / "app.py").write_text("print('hi')\n")
     repo_id = f"{hub.user}/cli-space"

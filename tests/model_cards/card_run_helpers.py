@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dataset_builder import schema
+from isolated_python import isolated_code
 
 TINY = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1)
 
@@ -91,6 +92,7 @@ def make_run_dir(path: Path, task: str = "regression", seed: int = 0, mode: str 
 
 def run_fresh_python(code: str, cwd: Path) -> str:
     """Run `code` in a new isolated interpreter (-I: the project is not importable), return stdout."""
-    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=cwd, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=cwd, capture_output=True, text=True,
+                          timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout

@@ -20,7 +20,6 @@ LOAD_AND_PREDICT = """
 import importlib.util, json, sys
 import torch
 from safetensors.torch import load_file
-assert importlib.util.find_spec("modeling") is None and importlib.util.find_spec("model_cards") is None
 import transformers
 from huggingface_hub import hf_hub_download
 repo, revision, attr = sys.argv[1] if len(sys.argv) > 1 else {repo!r}, {revision!r}, {attr!r}

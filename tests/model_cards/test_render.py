@@ -67,6 +67,25 @@ def test_contract_column_layout_renders_and_skips_null_bins(tmp_path):
     assert "No `train_config.json` was saved" in str(card)
 
 
+def test_low_q3_region_comes_from_the_eval_json(tmp_path):
+    """`low_q3_range` in the eval results sets which q3 bins are bold and the low-q3 label (default 1.2 GeV)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    reg = {"q3_bins": [[0, 0.6], [0.6, 1.2], [1.2, 1.8]], "iqr": [0.25, 0.3, 0.5], "mpv": [1, 0.9, 0.8],
+           "rms": [0.3, 0.4, 0.5], "n": [10, 8, 7], "low_q3": {"iqr": 0.27, "mpv": 1.0, "rms": 0.35, "n": 18}}
+    for bounds, low_bins in (([0.0, 0.6], ["(0, 0.6]"]), (None, ["(0, 0.6]", "(0.6, 1.2]"])):
+        results = {"task": "regression", "split": "test", "dataset": "tester/d",
+                   "models": {"m": {"regression": {**reg, **({"low_q3_range": bounds} if bounds else {})}}}}
+        (run / "eval_results.json").write_text(json.dumps(results))
+        path = write_model_card(run)
+        text = path.read_text()
+        q3_max = bounds[1] if bounds else LOW_Q3_MAX_GEV
+        assert f"low q3, (0, {q3_max:g}]" in text
+        assert ("iqr", "low_q3") in _card_metrics(ModelCard.load(path))
+        bold = [label for label in ("(0, 0.6]", "(0.6, 1.2]", "(1.2, 1.8]") if f"| **{label}** |" in text]
+        assert bold == low_bins
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "not found"),
     ("{not json", "not valid JSON"),

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import modeling
+from isolated_python import PROJECT_PACKAGES, run_isolated  # noqa: F401  (re-exported for the tests)
 
 # Tiny, odd sizes (transformers' ModelTester habit) so swapped dimensions fail loudly.
 TINY_OVERRIDES = {
@@ -29,7 +30,6 @@ OWN_BACKBONES = ["particle_vit", "bert_projection", "mlp"]
 ALL_BACKBONES = OWN_BACKBONES + ["omnilearned"]
 PERMUTATION_INVARIANT = {"particle_vit", "mlp", "omnilearned"}
 TASKS = ("backbone", "regression", "classification")
-PROJECT_PACKAGES = ("modeling", "dataset_builder", "recipes", "model_cards")
 
 
 def require_backbone(name: str) -> None:
@@ -77,22 +77,3 @@ def main_output(outputs) -> torch.Tensor:
     return outputs.logits if getattr(outputs, "logits", None) is not None else outputs.pooler_output
 
 
-ISOLATION_PRELUDE = f"""
-import importlib.abc, sys
-class _BlockProject(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {PROJECT_PACKAGES!r}:
-            raise ImportError("project package " + name + " must not be importable in this process")
-sys.meta_path.insert(0, _BlockProject())
-"""
-
-
-def run_isolated(script: str, cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run `script` in a fresh `python -I` process in `cwd` where no project package can be imported."""
-    clean_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    clean_env.update({"HF_HOME": str(cwd / "hf_home"), "OMP_NUM_THREADS": "1", **(env or {})})
-    code = ISOLATION_PRELUDE + textwrap.dedent(script)
-    result = subprocess.run([sys.executable, "-I", "-c", code], cwd=cwd, env=clean_env, capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, f"isolated process failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
-    return result

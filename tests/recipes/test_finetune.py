@@ -113,7 +113,7 @@ def test_two_process_ddp_matches_one_process_with_same_global_batch(tiny_dataset
               "--data.shuffle_buffer=64", "--train.tracker=none", "--train.progress=false",
               f"--data.path={tiny_dataset}"]
     base = ["--config", str(CONFIGS / "tiny_mlp_cpu.yaml"), *common]
-    ddp = subprocess.run(["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()), str(FINETUNE),
+    ddp = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", str(free_port()), str(FINETUNE),
                           *base, f"--train.output_dir={tmp_path / 'ddp'}", "--data.batch_size=16"],
                          env=_env(), cwd=REPO_ROOT, capture_output=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr.decode()[-3000:]

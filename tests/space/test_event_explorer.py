@@ -13,19 +13,20 @@ import pytest
 import torch
 
 from explorer_test_helpers import APP_DIR
+from isolated_python import isolated_code
 from dataset_builder import schema
 from dataset_builder.collator import MinervaCollator
 
 
 def test_app_loads_without_the_project_and_schema_copy_matches(tmp_path):
     code = ("import importlib.util, json, sys\n"
-            "assert importlib.util.find_spec('dataset_builder') is None\n"
             f"spec = importlib.util.spec_from_file_location('app', {str(APP_DIR / 'app.py')!r})\n"
             "app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)\n"
             "import explorer_schema as s\n"
             "print(json.dumps({'source': s.SCHEMA_SOURCE, 'names': [s.OBJECT_FEATURE_NAMES, s.PID_NAMES,"
             " s.EVENT_FEATURE_NAMES, s.TOPOLOGY_NAMES], 'signals': s.SIGNAL_CLASSES, 'demo': type(app.demo).__name__}))")
-    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120,
                           env={**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 import torch
+from isolated_python import isolated_code
 import torch.nn.functional as F
 from pet_test_utils import make_batch, model_inputs, tiny_config
 from safetensors.torch import save_file
@@ -289,7 +290,7 @@ def run_remote_load(folder, home) -> dict:
     """Load `folder` with trust_remote_code in a fresh interpreter where the project is not importable."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(HF_HOME=str(home), PYTHONPATH="", OMP_NUM_THREADS="1", HF_HUB_OFFLINE=env.get("HF_HUB_OFFLINE", "0"))
-    result = subprocess.run([sys.executable, "-c", REMOTE_LOAD, str(folder)], cwd=folder, env=env,
+    result = subprocess.run([sys.executable, "-I", "-c", isolated_code(REMOTE_LOAD), str(folder)], cwd=folder, env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -415,7 +416,8 @@ def test_push_to_hub_and_load_with_remote_code(hub, tmp_path):
     assert {"config.json", "model.safetensors", "configuration_minerva_pet.py", "modeling_minerva_pet.py"} <= files
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH="", OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-c", HUB_LOAD, repo_id, revision, str(local / "expected.safetensors")],
+    result = subprocess.run([sys.executable, "-I", "-c", isolated_code(HUB_LOAD), repo_id, revision,
+                             str(local / "expected.safetensors")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
