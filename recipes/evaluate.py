@@ -366,14 +366,17 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
 
 def headline(results: dict) -> dict:
-    """Short summary: overall and low-q3 IQR/MPV per estimator, or TPR at the cut's FPR per task."""
+    """Short summary: overall and low-q3 IQR of E_pred/E_true (the paper's headline; MPV and IQR/MPV as bias checks)
+    per estimator, or TPR at the cut's FPR per task."""
     out = {}
     for group in ("models", "baselines"):
         for name, entry in results.get(group, {}).items():
             if "regression" in entry:
                 reg = entry["regression"]
-                out[name] = {"iqr_over_mpv": reg["overall"]["iqr_over_mpv"],
-                             "low_q3_iqr_over_mpv": reg["low_q3"]["iqr_over_mpv"]}
+                out[name] = {"iqr": reg["overall"]["iqr"], "low_q3_iqr": reg["low_q3"]["iqr"],
+                             "mpv": reg["overall"]["mpv"], "low_q3_mpv": reg["low_q3"]["mpv"],
+                             "iqr_over_mpv": reg["overall"]["iqr_over_mpv"],
+                             "low_q3_iqr_over_mpv": reg["low_q3"]["iqr_over_mpv"], "n": reg["overall"]["n"]}
             elif "classification" in entry:
                 out[name] = {s: {k: b.get(k) for k in ("fpr_cut", "tpr_cut", "tpr_model", "auroc") if k in b}
                              for s, b in entry["classification"].items()}

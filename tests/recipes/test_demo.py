@@ -17,6 +17,10 @@ def test_demo_end_to_end_tiny(tmp_path):
     assert set(summary["tasks"]) == {"regression", "classification"}
     reg = summary["tasks"]["regression"]
     assert {"pet-full", "pet-lora", "mlp", "calorimetric"} <= set(reg)
+    assert all({"iqr", "low_q3_iqr", "mpv"} <= set(reg[name]) for name in ("pet-full", "mlp", "calorimetric"))
+    assert reg["pet-lora"]["init"] == "runs/classification/pet-full/model"  # LoRA on the other task's backbone
+    lora_cfg = json.loads((out / "runs" / "regression" / "pet-lora" / "train_config.json").read_text())
+    assert lora_cfg["model"]["init"] == str(out / "runs" / "classification" / "pet-full" / "model")
     assert {"cut", "pet-full"} <= set(summary["tasks"]["classification"])
     for task in ("regression", "classification"):
         for name in ("pet-full", "pet-lora"):
