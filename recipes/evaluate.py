@@ -354,6 +354,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-selection", action="store_true", help="skip the CC-inclusive regression selection")
     parser.add_argument("--data-origin", choices=("synthetic", "simulation", "data"), default=None)
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--push_to_hub", "--push-to-hub", metavar="REPO_ID", default=None,
+                        help="after evaluating a local model folder, render its card and push it to this model repo")
     return parser
 
 
@@ -362,7 +364,23 @@ def run_from_args(args: argparse.Namespace) -> dict:
     results = evaluate(args.model, args.data, args.split, args.out, args.mlp, args.revision, args.data_revision,
                        args.batch_size, args.max_events, not args.no_selection, args.data_origin, not args.no_plots)
     print(json.dumps(headline(results), indent=2))
+    if args.push_to_hub:
+        push_evaluated_model(args, results)
     return results
+
+
+def push_evaluated_model(args: argparse.Namespace, results: dict) -> str:
+    """Push the evaluated local model folder (weights, code, eval JSON, plots, rendered card) to `args.push_to_hub`."""
+    from model_cards.publish import push_model  # the publishing step, downstream of evaluation: imported on demand
+
+    folder = Path(args.out or args.model)
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise ValueError(f"--push_to_hub needs the results next to a local model folder; {folder} holds no model "
+                         "(evaluate without --out, or push the folder later with `minerva-fm push-model`)")
+    dataset_id = args.data if not Path(args.data).exists() else None
+    url = push_model(folder, args.push_to_hub, dataset_id=dataset_id)
+    print(f"pushed {folder} -> {url}")
+    return url
 
 
 def headline(results: dict) -> dict:

@@ -94,3 +94,24 @@ def test_unknown_model_folder_is_a_clear_error(tmp_path, tiny_dataset):
 
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         evaluate(str(tmp_path), str(tiny_dataset), "test", out_dir=str(tmp_path / "o"))
+
+
+def test_evaluate_push_to_hub_uploads_model_results_and_card(trained, tiny_dataset, tmp_path, hub):
+    import shutil
+
+    from huggingface_hub import HfApi, ModelCard
+
+    from recipes.cli import main
+
+    model_dir = shutil.copytree(trained["regression"], tmp_path / "model")
+    repo_id = f"{hub.user}/mlp-regression-evaluated"
+    assert main(["evaluate", "--model", str(model_dir), "--data", str(tiny_dataset), "--data-origin", "synthetic",
+                 "--push_to_hub", repo_id]) == 0
+    files = set(HfApi().list_repo_files(repo_id))
+    assert {"config.json", "model.safetensors", "eval_results.json", "README.md"} <= files
+    assert any(name.endswith(".py") for name in files)  # the backbone's remote code travels with the weights
+    card = ModelCard.load(repo_id)
+    local = json.loads((model_dir / "eval_results.json").read_text())
+    iqr = local["models"]["mlp-regression"]["regression"]["low_q3"]["iqr"]
+    values = [m.metric_value for m in card.data.eval_results]
+    assert any(abs(v - iqr) < 1e-6 for v in values), (iqr, values)
