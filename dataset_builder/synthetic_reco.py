@@ -23,7 +23,16 @@ TRACKER_Z, ECAL_Z, HCAL_Z = 5980.0, 8422.0, 8900.0
 REGIONS = ("tracker", "ecal", "hcal", "nucl", "od")
 # Visible-energy scale so that 1.17 * blob_recoil_E ~ E_avail on the 1A-like sample (tuned on 200k events).
 VISIBLE_SCALE = 1.08
-PASSIVE_FACTORS = np.array([1.25, 2.1, 4.2, 2.6, 3.0])  # tracker, ecal, hcal, nucl, od
+# Passive-material correction per region (tracker, ecal, hcal, nucl, od): visible -> deposited energy. The synthetic
+# visible response does not depend on the region, so a region-weighted sum is a strong but imperfect recoil estimator.
+PASSIVE_FACTORS = np.array([1.22, 1.30, 1.40, 1.32, 1.35])
+# Fraction of a non-neutron particle's off-track visible energy that no reco object claims (dead regions, cross-talk
+# merged into the vertex); it is only counted in the event-level recoil sums.
+HIDDEN_FRACTION = 0.12
+PRONG_CLUSTER_RESPONSE = 0.7  # visible / kinetic energy of the clusters attached to a prong (its shower)
+VERTEX_RANGE_MM = 100.0  # untracked hadrons with a shorter range deposit only in the vertex cluster
+BLOB_MIN_DEPOSIT = 30.0  # MeV; smaller off-track hadron deposits stay in the vertex cluster or on the prong
+BLOB_SHARE_SIGMA = 1.8  # log-normal spread of the energy shares of the clusters of one deposit
 
 
 def _sigmoid(x):
@@ -69,7 +78,7 @@ def _mass_of(pdg):
 class Deposits:
     """Flat table of visible energy deposits: event, energy (MeV), position (mm), time (ns), kind."""
 
-    BLOB, HIDDEN, TRACK, PHOTON, FUZZ = 0, 1, 2, 3, 4
+    BLOB, HIDDEN, TRACK, PHOTON, FUZZ, PRONG = 0, 1, 2, 3, 4, 5
 
     def __init__(self):
         self.parts: list[tuple] = []
@@ -85,10 +94,14 @@ class Deposits:
 
 
 def _split_into_blobs(rng, event, energy, origin, direction, d_lo, d_hi, transverse, t0, speed, mean_blob):
-    """Split each deposit into 1 + Poisson(E/mean_blob) clusters placed along ``direction`` between d_lo and d_hi."""
-    n_b = np.minimum(1 + rng.poisson(energy / mean_blob), 40)
+    """Split each deposit into clusters placed along ``direction`` between d_lo and d_hi.
+
+    A shower makes 1 + Poisson(sqrt(E * mean_blob) / mean_blob) clusters (fewer, larger ones as E grows: a 1 GeV
+    deposit gives ~10) with log-normal shares, so most clusters carry a few MeV and a few carry most of the energy.
+    """
+    n_b = np.minimum(1 + rng.poisson(np.sqrt(energy * mean_blob) / mean_blob), 40)
     rep = np.repeat(np.arange(len(energy)), n_b)
-    weights = rng.standard_exponential(len(rep)) + rng.standard_exponential(len(rep))  # gamma(2) shares
+    weights = rng.lognormal(0.0, BLOB_SHARE_SIGMA, len(rep))
     sums = np.bincount(rep, weights=weights, minlength=len(energy))
     e_blob = np.maximum(energy[rep] * weights / sums[rep], 0.05)
     dist = d_lo[rep] + rng.random(len(rep)) * (d_hi[rep] - d_lo[rep])
@@ -155,11 +168,6 @@ def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = F
     primary = np.argmax(score, axis=1)
     raw_pid = _raw_pid(rng, apdg)
     raw_pid[np.arange(n), primary] = 3
-    # The matched muon's prong reproduces the MINOS-corrected muon four-vector exactly (as in real files).
-    ke_meas[np.arange(n), primary] = np.where(has_muon, mu4[:, 3] - M_MU, ke_meas[np.arange(n), primary])
-    prong_dir = _smear_direction(rng, direction, np.where(apdg == 2212, 0.05, 0.03))
-    prong_dir[np.arange(n), primary] = np.where(has_muon[:, None], d_reco, prong_dir[np.arange(n), primary])
-    _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx)
 
     # --- visible energy per particle (MeV) and where it goes
     deposits = Deposits()
@@ -181,18 +189,35 @@ def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = F
     rest = np.where(neutron, vis, rest)
     u = rng.random((n, k))
     to_fuzz = (u < 0.08) & has_muon[:, None] & ~neutron
-    # Energy merged into prong-attached / vertex clusters is counted in the recoil but never becomes a blob.
-    to_hidden = (u >= 0.08) & (u < 0.08 + np.where(neutron, 0.2, 0.7))
+    # Clusters no object claims (dead regions, cross-talk merged into the vertex) are counted in the recoil sums only:
+    # a Beta-distributed share (mean HIDDEN_FRACTION) of every deposit, a whole neutron scatter in 20 % of cases.
+    share = rng.beta(1.0, 1.0 / HIDDEN_FRACTION - 1.0, (n, k))
+    hidden_e = np.where(neutron, np.where(u >= 0.8, rest, 0.0), rest * share)
+    # Short-range untracked hadrons stay inside the vertex cluster, which is no blob (as in MINERvA's vertex energy).
+    # So do small untracked deposits (below the blob clustering threshold).
+    in_vertex = hadron & ~tracked & ((rng_mm < VERTEX_RANGE_MM) | (rest < BLOB_MIN_DEPOSIT))
+    hidden_e = np.where(in_vertex, rest, hidden_e)
     sel = to_fuzz & (rest > 0)
     deposits.add(event[sel], rest[sel], mid[sel], t_vtx[sel], Deposits.FUZZ)
-    sel = to_hidden & (rest > 0)
-    deposits.add(event[sel], rest[sel], mid[sel], t_vtx[sel], Deposits.HIDDEN)
-    # Only the isolated part of a deposit forms blobs (a few hundred MeV at most); the rest is prong-attached.
-    isolated = np.minimum(rest, 30.0 + rng.exponential(120.0, rest.shape))
-    sel = ~to_fuzz & ~to_hidden & (rest > isolated)
-    deposits.add(event[sel], (rest - isolated)[sel], mid[sel], t_vtx[sel], Deposits.HIDDEN)
-    rest = isolated
-    sel = ~to_fuzz & ~to_hidden & (rest > 0)
+    hidden_e = np.where(to_fuzz, 0.0, hidden_e)
+    sel = hidden_e > 0
+    deposits.add(event[sel], hidden_e[sel], mid[sel], t_vtx[sel], Deposits.HIDDEN)
+    rest = np.where(to_fuzz, 0.0, rest - hidden_e)
+    # Clusters along an interacting track's shower are attached to its prong: the prong's energy includes them
+    # (calibrated like the reconstruction's best hypothesis does); the isolated remainder forms blobs.
+    own_prong = tracked & ~primary_is_muon & hadron
+    attached = np.where(own_prong, np.where(rest < BLOB_MIN_DEPOSIT, 1.0, rng.uniform(0.6, 0.95, (n, k))) * rest, 0.0)
+    deposits.add(event[own_prong], attached[own_prong], mid[own_prong], t_vtx[own_prong], Deposits.PRONG)
+    rest = rest - attached
+    ke_meas = ke_meas + attached / (PRONG_CLUSTER_RESPONSE * VISIBLE_SCALE) * rng.normal(1.0, 0.08, (n, k))
+    ke_meas = np.maximum(ke_meas, 1.0)
+    # The matched muon's prong reproduces the MINOS-corrected muon four-vector exactly (as in real files).
+    ke_meas[np.arange(n), primary] = np.where(has_muon, mu4[:, 3] - M_MU, ke_meas[np.arange(n), primary])
+    prong_dir = _smear_direction(rng, direction, np.where(apdg == 2212, 0.05, 0.03))
+    prong_dir[np.arange(n), primary] = np.where(has_muon[:, None], d_reco, prong_dir[np.arange(n), primary])
+    _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx)
+
+    sel = rest > 0
     n_sel = sel.sum()
     tracked_int = (tracked & interacting)[sel]
     d_lo = np.where(neutron[sel], 150.0 + rng.exponential(500.0, n_sel), np.where(tracked_int, 0.6, 0.0) * rng_mm[sel])
@@ -358,15 +383,10 @@ def _photons(rng, out, deposits, truth, scale):
     in_slot = detected & (rank < 2)
     pos_conv = vtx[ev, :3] + d_reco * conv[:, None]
     deposits.add(ev[in_slot], (0.95 * e_true * scale)[in_slot], pos_conv[in_slot], vtx[ev[in_slot], 3], Deposits.PHOTON)
-    hidden = ~in_slot & (rng.random(len(ev)) < 0.5)
+    hidden = ~in_slot & (rng.random(len(ev)) < HIDDEN_FRACTION)
     deposits.add(ev[hidden], (0.95 * e_true * scale)[hidden], pos_conv[hidden], vtx[ev[hidden], 3], Deposits.HIDDEN)
-    e_vis_all = 0.95 * e_true * scale
-    isolated = np.minimum(e_vis_all, 30.0 + rng.exponential(120.0, len(ev)))
-    attached = ~in_slot & ~hidden & (e_vis_all > isolated)
-    deposits.add(ev[attached], (e_vis_all - isolated)[attached], pos_conv[attached], vtx[ev[attached], 3],
-                 Deposits.HIDDEN)
     rest = ~in_slot & ~hidden
-    e_vis = isolated[rest]
+    e_vis = (0.95 * e_true * scale)[rest]
     return _split_into_blobs(rng, ev[rest], e_vis, vtx[ev[rest], :3], d_reco[rest], conv[rest], conv[rest] + 400.0,
                              np.full(rest.sum(), 35.0), vtx[ev[rest], 3], np.full(rest.sum(), C_MM_PER_NS), BLOB_MEAN_E)
 
@@ -381,7 +401,7 @@ def _iso(rng, m):
 def _noise_blobs(rng, vtx, mu_dir, any_track):
     """Low-energy clusters along the primary track and near the vertex (cross-talk, delta rays)."""
     n = len(vtx)
-    cnt = rng.poisson(np.where(any_track, 0.4, 0.1))
+    cnt = rng.poisson(np.where(any_track, 0.25, 0.1))
     ev = np.repeat(np.arange(n), cnt)
     d = rng.uniform(0.0, 1500.0, len(ev))
     pos = vtx[ev, :3] + mu_dir[ev] * d[:, None] + rng.normal(0.0, 40.0, (len(ev), 3))
@@ -395,9 +415,9 @@ def _blobs(rng, out, deposits, blob_parts):
     ev, e, pos, t = ev[order], e[order], pos[order], t[order]
     inside = _inside_hexagon(pos[:, 0], pos[:, 1], 1100.0) & (pos[:, 2] > 4200.0) & (pos[:, 2] < 10200.0)
     deposits.add(ev[inside], e[inside], pos[inside], t[inside], Deposits.BLOB)
-    # Clusters leaving the inner detector deposit a fraction in the OD.
+    # Clusters outside the inner detector are measured by the OD calorimetry (recoil sums) but are no blobs.
     outside = ~inside
-    deposits.add(ev[outside], 0.5 * e[outside], pos[outside], t[outside], Deposits.HIDDEN)
+    deposits.add(ev[outside], e[outside], pos[outside], t[outside], Deposits.HIDDEN)
     out["_blobs"] = (ev[inside], e[inside], pos[inside], t[inside])
 
 
