@@ -51,8 +51,9 @@ def register(subparsers) -> None:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--events", type=int, default=30_000,
                       help="synthetic events (plus 10%% in the shifted sample); default 30000")
-    demo.add_argument("--steps", type=int, default=800,
-                      help="optimizer steps per PET run (the MLP gets 1.25x); default 800")
+    demo.add_argument("--steps", type=int, default=None,
+                      help="optimizer steps of every PET run (default: 3000 regression, 800 classification; the "
+                           "MLP gets min(steps, 1000))")
     demo.add_argument("--paper-sizes", action="store_true", help="use the paper's small PET preset (slow on CPU)")
     demo.add_argument("--tasks", nargs="+", choices=("regression", "classification"),
                       default=["regression", "classification"])
