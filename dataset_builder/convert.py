@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 import uproot
 
 from . import physics
+from .atomic import atomic_path, write_text_atomic
 from .branches import ALL_BRANCHES, META_TREE, RECO_TREE, Branch
 from .schema import BASELINE_COLUMNS, PARQUET_SCHEMA, SPLITS, TRUTH_COLUMNS
 from .selection import SelectionConfig, passes_cc_inclusive, row_mask
@@ -350,12 +351,10 @@ def shard_path(output_dir: Path, split: str, stem: str, chunk: int) -> Path:
 
 
 def _write_atomic_parquet(table: pa.Table, final: Path, row_group_size: int) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    # Dictionary encoding only for the constant file name: on float lists it costs time and makes files larger.
-    pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, row_group_size),
-                   use_dictionary=["source_file"])
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        # Dictionary encoding only for the constant file name: on float lists it costs time and makes files larger.
+        pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, row_group_size),
+                       use_dictionary=["source_file"])
 
 
 def _remove_file_outputs(output_dir: Path, stem: str) -> None:
@@ -478,13 +477,7 @@ def _check_options_marker(output_dir: Path, options: ConvertOptions) -> None:
         raise ConversionError(output_dir, f"output directory was written with other options ({marker}); "
                                           f"use a fresh directory or delete it")
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic_text(marker, current)
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(marker, current)
 
 
 def _run_pool(jobs: list[tuple], workers: int, progress: bool):
@@ -557,7 +550,7 @@ def convert(inputs, output_dir: str | Path, options: ConvertOptions = ConvertOpt
             raise errors[0]
         raise ConversionFailed(f"{len(errors)} files", "; ".join(sorted(str(e) for e in errors)))
     manifest = build_manifest([reports[job[0]] for job in jobs], output_dir, options)
-    _write_atomic_text(output_dir / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    write_text_atomic(output_dir / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
 
 

@@ -13,8 +13,6 @@ import ast
 import inspect
 import io
 import json
-import os
-import tempfile
 import tokenize
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_builder import schema
+from dataset_builder.atomic import atomic_path, write_text_atomic
 
 SUMMARY_COLUMNS = ("n_objects", "object_pid", "e_avail", "topology", "enu", "q3", "w", "has_muon", "calo_e_avail",
                    "passes_cc_inclusive")
@@ -155,14 +154,8 @@ def format_summary(summary: dict) -> str:
 
 # ---------------------------------------------------------------------------------------------------- plots
 def _save_atomic(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_plots(dataset_dir: Path, tables: dict[str, pa.Table]) -> list[Path]:
@@ -420,19 +413,6 @@ def write_dataset_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: boo
     """Write `dataset_dir/README.md` (atomically) and the plots; returns the README path."""
     card, _ = build_card(dataset_dir, license, plots)
     return write_text_atomic(Path(dataset_dir) / "README.md", str(card))
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write via a temp file in the same folder + rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def run_summary_cli(args) -> int:

@@ -24,13 +24,13 @@ Physics (``synthetic_physics``) and detector response (``synthetic_reco``) are v
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
 import uproot
 
+from dataset_builder.atomic import atomic_path
 from dataset_builder.branches import (
     ALL_BRANCHES, META_TREE, RECO_BRANCHES, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE,
 )
@@ -80,10 +80,9 @@ def write_anatuples(output_dir, n_events: int, seed: int, shifted: bool = False,
 def _write_file(path: Path, n_rows: int, seed: int, index: int, shifted: bool, run: int) -> None:
     """Generate and write one file atomically."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, int(shifted)]))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     state = {"nth": 0, "gate": 0}
     n_truth_total = 0
-    try:
+    with atomic_path(path) as tmp:
         with uproot.recreate(tmp, compression=COMPRESSION) as f:
             reco_tree = truth_tree = None
             for start in range(0, n_rows, CHUNK_ROWS):
@@ -102,10 +101,6 @@ def _write_file(path: Path, n_rows: int, seed: int, index: int, shifted: bool, r
                 "Total_Reco_Entries": np.array([float(n_rows)]),
                 "Total_Truth_Entries": np.array([float(n_truth_total)]),
             })
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def generate_chunk(rng: np.random.Generator, n_rows: int, shifted: bool, run: int, state: dict):

@@ -45,14 +45,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from dataset_builder.atomic import write_text_atomic
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -438,21 +438,7 @@ def _template_context(run_dir: Path, results: dict[str, Any], train_config: dict
 def write_model_card(run_dir: str | Path, repo_id: str | None = None, dataset_id: str | None = None) -> Path:
     """Render ``run_dir/README.md`` from eval_results.json + train_config.json (atomic write); return its path."""
     card = build_card(run_dir, repo_id=repo_id, dataset_id=dataset_id)
-    return atomic_write_text(Path(run_dir) / "README.md", str(card))
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text to a temp file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(Path(run_dir) / "README.md", str(card))
 
 
 __all__ = ["write_model_card", "build_card", "load_eval_results", "build_eval_results", "EvalResultsError"]

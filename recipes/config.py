@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import json
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from dataset_builder.atomic import write_text_atomic
 
 BACKBONE_NAMES = ("omnilearned", "particle_vit", "bert_projection", "mlp")
 TASKS = ("regression", "classification")
@@ -296,15 +297,8 @@ def save_config(cfg: FinetuneConfig, directory: str | os.PathLike) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     values = cfg.to_dict()
-    _atomic_write(directory / "train_config.json", json.dumps(values, indent=2, sort_keys=False) + "\n")
-    _atomic_write(directory / "train_config.yaml", yaml.safe_dump(values, sort_keys=False))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(directory / "train_config.json", json.dumps(values, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(directory / "train_config.yaml", yaml.safe_dump(values, sort_keys=False))
 
 
 __all__ = ["DataConfig", "ModelConfig", "BinWeightingConfig", "OptimConfig", "TrainConfig", "FinetuneConfig",

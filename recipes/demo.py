@@ -75,11 +75,9 @@ def run_demo(out: str | Path = "runs/demo", n_events: int = DEFAULT_EVENTS, step
     from dataset_builder.convert import ConvertOptions, convert
     from dataset_builder.synthetic import write_anatuples
     from recipes import plots
-    from recipes.data import skip_arrow_shutdown_sleep
     from recipes.evaluate import evaluate, headline
     from recipes.finetune import train
 
-    skip_arrow_shutdown_sleep()
     out = Path(out)
     timings = {}
     summary = {"events": n_events, "steps": steps, "paper_sizes": paper_sizes, "headline_metric":

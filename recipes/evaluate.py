@@ -53,9 +53,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +62,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python recipes/evaluate.py` / `accelerate launch recipes/evaluate.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataset_builder.atomic import write_text_atomic  # noqa: E402
 from dataset_builder.schema import SIGNAL_CLASSES  # noqa: E402
 from recipes import metrics  # noqa: E402
 
@@ -316,13 +315,7 @@ def evaluate(model: str, data: str, split: str = "test", out_dir: str | None = N
 
 def write_results(results: dict, path: Path) -> Path:
     """Atomically write results as strict JSON (NaN/inf -> null)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(json_safe(results), fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
 
 
 def json_safe(value):

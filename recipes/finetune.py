@@ -28,7 +28,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `accelerate launch recipes/finetune.py` / `torchrun recipes/finetune.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataset_builder.atomic import atomic_path, write_text_atomic  # noqa: E402
 from recipes.config import FinetuneConfig, ModelConfig, load_config, save_config  # noqa: E402
 
 CHECKPOINT_DIR = "checkpoints"
@@ -175,11 +175,7 @@ def load_checkpoint(accelerator, path: Path) -> tuple[TrainState, tuple[int, int
 
 
 def _write_json(path: Path, values: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(values, fh, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(values, indent=2))
 
 
 def append_metrics(output_dir: Path, row: dict) -> None:
@@ -413,10 +409,8 @@ def save_best(net, output_dir: Path, state: TrainState) -> None:
     from safetensors.torch import save_model
 
     best = output_dir / "best"
-    best.mkdir(parents=True, exist_ok=True)
-    tmp = best / ".model.safetensors.tmp"
-    save_model(net, str(tmp))
-    os.replace(tmp, best / "model.safetensors")
+    with atomic_path(best / "model.safetensors") as tmp:
+        save_model(net, str(tmp))
     _write_json(best / "best.json", {"step": state.best_step, "val_loss": state.best_val_loss})
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mplhep  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dataset_builder.atomic import atomic_path  # noqa: E402
 from recipes.metrics import LOW_Q3_MAX  # noqa: E402
 
 STYLE = {**mplhep.style.ROOT, "font.size": 13, "axes.labelsize": 14, "legend.fontsize": 10, "figure.figsize": (7, 6)}
@@ -31,11 +31,9 @@ VARIABLE_LABELS = {"w": "true W [GeV]", "pion_energy": r"true $E_\pi$ [GeV]", "p
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
