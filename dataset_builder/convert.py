@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 import uproot
 
 from . import physics
-from .atomic import atomic_path, write_text_atomic
+from minerva_common.atomic import atomic_path, write_text_atomic
 from .branches import ALL_BRANCHES, META_TREE, RECO_TREE, Branch
 from .schema import BASELINE_COLUMNS, PARQUET_SCHEMA, SPLITS, TRUTH_COLUMNS
 from .selection import SelectionConfig, passes_cc_inclusive, row_mask

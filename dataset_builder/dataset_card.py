@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_builder import schema
-from dataset_builder.atomic import atomic_path, write_text_atomic
+from minerva_common.atomic import atomic_path, write_text_atomic
 
 SUMMARY_COLUMNS = ("n_objects", "object_pid", "e_avail", "topology", "enu", "q3", "w", "has_muon", "calo_e_avail",
                    "passes_cc_inclusive")

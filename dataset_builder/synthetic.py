@@ -30,7 +30,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from dataset_builder.atomic import atomic_path
+from minerva_common.atomic import atomic_path
 from dataset_builder.branches import (
     ALL_BRANCHES, META_TREE, RECO_BRANCHES, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE,
 )

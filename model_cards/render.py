@@ -52,7 +52,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from dataset_builder.atomic import write_text_atomic
+from minerva_common.atomic import write_text_atomic
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "model_card.md"
 EVAL_RESULTS_FILE = "eval_results.json"

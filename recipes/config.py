@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from dataset_builder.atomic import write_text_atomic
+from minerva_common.atomic import write_text_atomic
 
 BACKBONE_NAMES = ("omnilearned", "particle_vit", "bert_projection", "mlp")
 TASKS = ("regression", "classification")

@@ -62,7 +62,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python recipes/evaluate.py` / `accelerate launch recipes/evaluate.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_builder.atomic import write_text_atomic  # noqa: E402
+from minerva_common.atomic import write_text_atomic  # noqa: E402
 from dataset_builder.schema import SIGNAL_CLASSES  # noqa: E402
 from recipes import metrics  # noqa: E402
 

@@ -35,7 +35,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `accelerate launch recipes/finetune.py` / `torchrun recipes/finetune.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_builder.atomic import atomic_path, write_text_atomic  # noqa: E402
+from minerva_common.atomic import atomic_path, write_text_atomic  # noqa: E402
 from recipes.config import FinetuneConfig, ModelConfig, load_config, save_config  # noqa: E402
 
 CHECKPOINT_DIR = "checkpoints"

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mplhep  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dataset_builder.atomic import atomic_path  # noqa: E402
+from minerva_common.atomic import atomic_path  # noqa: E402
 from recipes.metrics import LOW_Q3_MAX  # noqa: E402
 
 STYLE = {**mplhep.style.ROOT, "font.size": 13, "axes.labelsize": 14, "legend.fontsize": 10, "figure.figsize": (7, 6)}
