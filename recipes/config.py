@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 
 from minerva_common.atomic import write_text_atomic
+from modeling import BACKBONES
 
-BACKBONE_NAMES = ("omnilearned", "particle_vit", "bert_projection", "mlp")
+BACKBONE_NAMES = tuple(BACKBONES)
 TASKS = ("regression", "classification")
 MODES = ("full", "frozen", "lora", "rw")
 MIXED_PRECISION = ("no", "fp16", "bf16")

@@ -87,16 +87,10 @@ def resolve_model_dir(path_or_repo: str, revision: str | None = None) -> Path:
 
 
 def model_class_for(architecture: str):
-    """The modeling class named `architecture` (config.json "architectures") via modeling.BACKBONES."""
-    import importlib
+    """(backbone, modeling class) for `architecture` (config.json "architectures"), old head names included."""
+    from modeling import model_class_for_architecture
 
-    from modeling import BACKBONES
-
-    for backbone, (_, modeling_module, *class_names) in BACKBONES.items():
-        if architecture in class_names:
-            return backbone, getattr(importlib.import_module(modeling_module), architecture)
-    known = [name for entry in BACKBONES.values() for name in entry[3:]]
-    raise ValueError(f"architecture {architecture!r} is not a minerva-fm model; known: {known}")
+    return model_class_for_architecture(architecture)
 
 
 def load_model(path_or_repo: str, revision: str | None = None):

@@ -8,7 +8,10 @@ from transformers.configuration_utils import SubConfigSpec
 # Shape of prajjwal1/bert-tiny (Google bert_uncased_L-2_H-128_A-2), the paper's "BERT-small" (backbones.md §3).
 BERT_TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
 PRESETS = {
-    "tiny": dict(bert_config=BERT_TINY),
+    # tests and smoke runs (no dropout); 64 positions hold the event token + the longest event (33 objects)
+    "tiny": dict(bert_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                                  max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)),
     "small": dict(bert_config=BERT_TINY),  # the paper's legends call bert-tiny "BERT-small"
 }
 # Which object_features columns the projection reads (docs/tensor-layout.md column order).
@@ -35,10 +38,18 @@ class MinervaBertProjectionConfig(PreTrainedConfig):
             Width of `event_features`.
         zeroed_event_features (`list[int]`, *optional*, defaults to `[2]`):
             Event-feature columns set to 0 before use (the paper zeroes the hadronic recoil, column 2).
+        huber_delta (`float`, *optional*, defaults to 1.0):
+            Huber loss delta of the regression head, in units of log(1 + E_avail / GeV).
         class_weights (`list[float]`, *optional*):
             Per-class weights of the classification cross entropy.
+        new_parameter_names (`list[str]`, *optional*):
+            Backbone tensors (names relative to the bare model) that did not come from a pre-trained checkpoint
+            (`from_bert_pretrained` records the projections); `freeze_backbone()` keeps them trainable.
+        validate_inputs (`bool`, *optional*, defaults to `False`):
+            Also check values in `forward` (NaN/Inf, PID range, label range): one device sync per check, and no
+            `torch.export`/`torch.compile(fullgraph=True)`. Shapes are always checked.
         num_labels (`int`, *optional*, defaults to 5):
-            Classes of the classification head.
+            Outputs of the head: 5 topologies for classification, 1 for regression (`problem_type="regression"`).
 
     Example:
 
@@ -60,11 +71,18 @@ class MinervaBertProjectionConfig(PreTrainedConfig):
     num_pid_embeddings: int = 9
     num_event_features: int = 16
     zeroed_event_features: list[int] | None = None
+    huber_delta: float = 1.0
     class_weights: list[float] | None = None
+    new_parameter_names: list[str] | None = None
+    validate_inputs: bool = False
 
     def __post_init__(self, **kwargs):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 5)
+        if any(name.endswith("ForEventRegression") for name in self.architectures or ()):
+            # checkpoints saved before the unified head: their regression head is the 1-label regression case
+            kwargs.update(num_labels=1, problem_type="regression")
+            self.id2label = None
         if self.zeroed_event_features is None:
             self.zeroed_event_features = [2]
         super().__post_init__(**kwargs)
@@ -86,6 +104,8 @@ class MinervaBertProjectionConfig(PreTrainedConfig):
         if bad:
             raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
                              f"0..{self.num_event_features - 1}: {bad}")
+        if self.huber_delta <= 0:
+            raise ValueError(f"huber_delta={self.huber_delta} must be > 0")
         if self.class_weights is not None and len(self.class_weights) != self.num_labels:
             raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
 
@@ -99,5 +119,7 @@ class MinervaBertProjectionConfig(PreTrainedConfig):
             bert_overrides = bert_overrides.to_dict()
         return cls(bert_config={**PRESETS[name]["bert_config"], **bert_overrides}, **overrides)
 
+
+MinervaBertProjectionConfig.register_for_auto_class()
 
 __all__ = ["MinervaBertProjectionConfig", "PRESETS", "PROJECTED_FEATURE_COLUMNS", "BERT_TINY"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from transformers import PreTrainedConfig
 
 # One size in the paper (minerva-data.md §4.3).
-PRESETS = {"small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3)}
+PRESETS = {
+    "tiny": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2),  # tests and smoke runs
+    "small": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3),
+}
 
 
 class MinervaEventMLPConfig(PreTrainedConfig):
@@ -28,10 +31,18 @@ class MinervaEventMLPConfig(PreTrainedConfig):
             Event-feature columns set to 0 before use (the paper zeroes the hadronic recoil, column 2).
         regression_softplus (`bool`, *optional*, defaults to `True`):
             Regression output = softplus(Linear(...)) in log(1 + E/GeV) space (non-negative), as the reference MLP.
+        huber_delta (`float`, *optional*, defaults to 1.0):
+            Huber loss delta of the regression head, in units of log(1 + E_avail / GeV).
         class_weights (`list[float]`, *optional*):
             Per-class weights of the classification cross entropy.
+        new_parameter_names (`list[str]`, *optional*):
+            Backbone tensors (names relative to the bare model) that did not come from a pre-trained checkpoint;
+            `freeze_backbone()` keeps them trainable. `None` = freeze the whole backbone.
+        validate_inputs (`bool`, *optional*, defaults to `False`):
+            Also check values in `forward` (NaN/Inf, label range): one device sync per check, and no
+            `torch.export`/`torch.compile(fullgraph=True)`. Shapes are always checked.
         num_labels (`int`, *optional*, defaults to 5):
-            Classes of the classification head.
+            Outputs of the head: 5 topologies for classification, 1 for regression (`problem_type="regression"`).
 
     Example:
 
@@ -52,11 +63,18 @@ class MinervaEventMLPConfig(PreTrainedConfig):
     num_event_features: int = 16
     zeroed_event_features: list[int] | None = None
     regression_softplus: bool = True
+    huber_delta: float = 1.0
     class_weights: list[float] | None = None
+    new_parameter_names: list[str] | None = None
+    validate_inputs: bool = False
 
     def __post_init__(self, **kwargs):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 5)
+        if any(name.endswith("ForEventRegression") for name in self.architectures or ()):
+            # checkpoints saved before the unified head: their regression head is the 1-label regression case
+            kwargs.update(num_labels=1, problem_type="regression")
+            self.id2label = None
         if self.zeroed_event_features is None:
             self.zeroed_event_features = [2]
         super().__post_init__(**kwargs)
@@ -68,15 +86,19 @@ class MinervaEventMLPConfig(PreTrainedConfig):
         if bad:
             raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
                              f"0..{self.num_event_features - 1}: {bad}")
+        if self.huber_delta <= 0:
+            raise ValueError(f"huber_delta={self.huber_delta} must be > 0")
         if self.class_weights is not None and len(self.class_weights) != self.num_labels:
             raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MinervaEventMLPConfig":
-        """Build the config of a named size (`small`) with optional field overrides."""
+        """Build the config of a named size (`tiny`, `small`) with optional field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown event-MLP preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
+
+MinervaEventMLPConfig.register_for_auto_class()
 
 __all__ = ["MinervaEventMLPConfig", "PRESETS"]

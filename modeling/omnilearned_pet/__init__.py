@@ -5,7 +5,6 @@ from __future__ import annotations
 from .configuration_minerva_pet import PRESETS, MinervaPetConfig
 from .modeling_minerva_pet import (
     MinervaPetForEventClassification,
-    MinervaPetForEventRegression,
     MinervaPetModel,
     MinervaPetPreTrainedModel,
 )
@@ -15,6 +14,5 @@ __all__ = [
     "MinervaPetConfig",
     "MinervaPetPreTrainedModel",
     "MinervaPetModel",
-    "MinervaPetForEventRegression",
     "MinervaPetForEventClassification",
 ]

@@ -7,6 +7,9 @@ from transformers import PreTrainedConfig
 # Published OmniLearned pre-training sizes (omnilearned 0.2.0 `utils.get_model_parameters`; tags pretrain_s/m/l).
 # In the reference `num_transformers_head` sets both the class-token head depth and the number of local kNN blocks.
 PRESETS = {
+    # tests and smoke runs (not a published size)
+    "tiny": dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, num_local_layers=1, num_head_layers=1,
+                 num_neighbors=3),
     "small": dict(hidden_size=128, num_attention_heads=8, num_hidden_layers=8, num_local_layers=2, num_head_layers=2),
     "medium": dict(hidden_size=512, num_attention_heads=16, num_hidden_layers=12, num_local_layers=2, num_head_layers=2),
     "large": dict(hidden_size=1024, num_attention_heads=32, num_hidden_layers=28, num_local_layers=4, num_head_layers=4),
@@ -81,8 +84,11 @@ class MinervaPetConfig(PreTrainedConfig):
             Names (relative to [`MinervaPetModel`]) of backbone tensors that did not come from the pre-trained checkpoint.
             Written by the converter; `freeze_backbone()` keeps these trainable. `None` = the backbone has no such record
             and is frozen whole.
+        validate_inputs (`bool`, *optional*, defaults to `False`):
+            Also check values in `forward` (NaN/Inf, PID range, label range): one device sync per check, and no
+            `torch.export`/`torch.compile(fullgraph=True)`. Shapes are always checked.
         num_labels (`int`, *optional*, defaults to 5):
-            Classes of the classification head (5 interaction topologies).
+            Outputs of the head: 5 topologies for classification, 1 for regression (`problem_type="regression"`).
 
     Example:
 
@@ -124,23 +130,28 @@ class MinervaPetConfig(PreTrainedConfig):
     huber_delta: float = 1.0
     class_weights: list[float] | None = None
     new_parameter_names: list[str] | None = None
+    validate_inputs: bool = False
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = 5
+        if any(name.endswith("ForEventRegression") for name in self.architectures or ()):
+            # checkpoints saved before the unified head: their regression head is the 1-label regression case
+            kwargs.update(num_labels=1, problem_type="regression")
+            self.id2label = None
         if self.zeroed_event_features is None:
             self.zeroed_event_features = [2]
         super().__post_init__(**kwargs)
-        self.validate_minerva_pet()
+        self.validate_architecture()
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> MinervaPetConfig:
-        """A config of a published size (`small`, `medium`, `large`), with any field overridden."""
+        """A config of a published size (`small`, `medium`, `large`) or `tiny`, with any field overridden."""
         if name not in PRESETS:
             raise ValueError(f"unknown MinervaPet preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESET_COMMON, **PRESETS[name], **overrides})
 
-    def validate_minerva_pet(self) -> None:
+    def validate_architecture(self) -> None:
         """Raise `ValueError` naming the field(s) and value(s) of an inconsistent config."""
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_class_tokens", "mlp_ratio",
                      "num_neighbors", "num_knn_coordinates", "num_kinematic_features", "num_object_features"):
@@ -182,5 +193,7 @@ class MinervaPetConfig(PreTrainedConfig):
             if any(w < 0 for w in self.class_weights):
                 raise ValueError(f"class_weights={self.class_weights} must be non-negative")
 
+
+MinervaPetConfig.register_for_auto_class()
 
 __all__ = ["MinervaPetConfig", "PRESETS", "PRESET_COMMON"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .configuration_minerva_pet import MinervaPetConfig
-from .modeling_minerva_pet import MinervaPetForEventClassification, MinervaPetForEventRegression, MinervaPetModel
+from .modeling_minerva_pet import MinervaPetForEventClassification, MinervaPetModel
 
 # Applied in order with re.sub to keys prefixed by their top-level entry ("body." or "classifier_head.").
 # fmt: off
@@ -47,7 +47,7 @@ ORIGINAL_TO_HF_KEYS = {
 # fmt: on
 TASK_CLASSES = {
     "backbone": MinervaPetModel,
-    "regression": MinervaPetForEventRegression,
+    "regression": MinervaPetForEventClassification,  # problem_type="regression", num_labels=1
     "classification": MinervaPetForEventClassification,
 }
 
@@ -93,7 +93,9 @@ def config_from_checkpoint(renamed: dict[str, torch.Tensor], size: str, task: st
     if edge_fc1 is not None:
         layout["use_local_pair_features"] = edge_fc1.shape[1] == MinervaPetConfig().num_kinematic_features + 3
     if task == "regression":
-        layout["num_labels"] = 1
+        layout.update(num_labels=1, problem_type="regression")
+    elif task == "classification":
+        layout["problem_type"] = "single_label_classification"
     config = MinervaPetConfig.from_preset(size, **{**layout, **overrides})
     tokens = renamed.get("pet.class_tokens")
     if tokens is not None and tuple(tokens.shape[1:]) != (config.num_class_tokens, config.hidden_size):

@@ -11,12 +11,17 @@ Differences, all exact where the reference is well defined:
 * the local kNN blocks run only for real centre objects (the reference computes padded centres, then multiplies them
   by zero);
 * pair features are evaluated in log space (ln m^2 = ln 2 + ln pT_i + ln pT_j + ln(cosh dEta - cos dPhi)) so that
-  input gradients stay finite; the values agree with the reference to float rounding.
+  input gradients stay finite; the values agree with the reference to float rounding;
+* the kNN candidates are the object slots plus K + 1 padding slots appended inside the local embedding (top-k needs
+  K + 1 candidates), so every object count, even 1, runs through one graph (torch.export / ONNX with dynamic axes).
+`forward` checks shapes only; `validate_inputs` (or `config.validate_inputs`) adds the value checks (NaN/Inf, PID
+range, events without any token to attend to, labels).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +30,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_minerva_pet import MinervaPetConfig
 
@@ -40,36 +46,143 @@ LOCAL_MLP_RATIO = 2
 ETA, PHI, LOG_PT = 0, 1, 2
 
 
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:MinervaParticleViTEventClassifierOutput with MinervaParticleViT->MinervaPet
 @dataclass
 class MinervaPetEventClassifierOutput(ModelOutput):
-    """Output of [`MinervaPetForEventClassification`].
+    """Output of the event head.
 
     Args:
-        loss: class-weighted cross entropy (scalar), when `labels` are given.
-        logits: (batch_size, num_labels) unnormalised class scores.
-        hidden_states: per-layer body outputs, each (batch_size, tokens, hidden_size), when asked for.
+        loss: scalar loss of `config.problem_type`, when `labels` are given.
+        logits: (batch_size, num_labels) class scores; for "regression" (batch_size, 1) in log(1 + E_avail/GeV) space.
+        predictions: "regression" only: (batch_size,) E_avail in GeV = max(exp(logits) - 1, 0).
+        hidden_states: per-layer hidden states, when asked for.
+        attentions: per-layer attention probabilities (batch_size, heads, tokens, tokens), when asked for.
     """
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    predictions: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
 
 
-@dataclass
-class MinervaPetEventRegressionOutput(ModelOutput):
-    """Output of [`MinervaPetForEventRegression`].
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:event_problem_type
+def event_problem_type(config, labels: torch.Tensor | None = None) -> str:
+    """`config.problem_type`, or as transformers infers it: 1 label = regression, integer labels = single-label."""
+    if config.problem_type is not None:
+        return config.problem_type
+    if config.num_labels == 1:
+        return "regression"
+    if labels is None or not labels.is_floating_point():
+        return "single_label_classification"
+    return "multi_label_classification"
 
-    Args:
-        loss: Huber loss (scalar) between `logits` and log(1 + E_avail / GeV), when `labels` are given.
-        logits: (batch_size, 1) the prediction in log(1 + E / GeV) space.
-        predictions: (batch_size,) E_avail in GeV = max(exp(logits) - 1, 0).
-        hidden_states: per-layer body outputs, each (batch_size, tokens, hidden_size), when asked for.
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:event_head_loss
+def event_head_loss(config, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Loss of `config.problem_type` (None without labels): Huber (delta `config.huber_delta`) on log(1 + E/GeV) for
+    "regression", cross entropy weighted by `config.class_weights` for "single_label_classification", BCE for
+    "multi_label_classification". Shapes are checked here, values only with `config.validate_inputs`."""
+    if labels is None:
+        return None
+    check_labels(config, labels, logits.shape[0])
+    if config.validate_inputs:
+        validate_label_values(config, labels)
+    problem_type = event_problem_type(config, labels)
+    if problem_type == "regression":
+        target = torch.log1p(labels.to(logits.dtype).reshape(-1))
+        return F.huber_loss(logits.reshape(-1), target, delta=config.huber_delta)
+    if problem_type == "single_label_classification":
+        weights = config.class_weights
+        weight = None if weights is None else torch.tensor(weights, dtype=logits.dtype, device=logits.device)
+        return F.cross_entropy(logits, labels.long().reshape(-1), weight=weight)
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:event_head_predictions
+def event_head_predictions(config, logits: torch.Tensor) -> torch.Tensor | None:
+    """E_avail in GeV (batch_size,) = max(exp(logits) - 1, 0) for a regression head; None otherwise."""
+    if event_problem_type(config) != "regression":
+        return None
+    return torch.expm1(logits.squeeze(-1)).clamp_min(0.0)
+
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:check_labels
+def check_labels(config, labels: torch.Tensor | None, batch_size: int) -> None:
+    """Raise `ValueError` for labels of the wrong shape (forward) -- values are checked in `validate_event_values`."""
+    if labels is None:
+        return
+    expected = (batch_size, config.num_labels) if event_problem_type(config, labels) == "multi_label_classification" \
+        else (batch_size,)
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"labels must have shape {expected} for problem_type={event_problem_type(config, labels)!r}, "
+                         f"got {tuple(labels.shape)}")
+
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:validate_label_values
+def validate_label_values(config, labels: torch.Tensor | None) -> None:
+    """Raise `ValueError` for class labels outside 0..num_labels-1 or non-finite regression targets (needs a sync)."""
+    if labels is None:
+        return
+    problem_type = event_problem_type(config, labels)
+    if problem_type == "single_label_classification":
+        bad = labels[(labels < 0) | (labels >= config.num_labels)]
+        if bad.numel():
+            raise ValueError(f"labels must be class indices in 0..{config.num_labels - 1} (num_labels="
+                             f"{config.num_labels}), got {torch.unique(bad).tolist()[:10]}")
+    elif problem_type == "regression":
+        bad = ~torch.isfinite(labels) | (labels <= -1)
+        if bad.any():
+            raise ValueError(f"labels (E_avail in GeV) must be finite and > -1 GeV; events "
+                             f"{bad.nonzero().flatten().tolist()[:10]} are not")
+
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:check_finite
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise `ValueError` naming `tensor` and its first non-finite column (needs a sync)."""
+    if not torch.isfinite(tensor).all():
+        bad = (~torch.isfinite(tensor)).reshape(-1, tensor.shape[-1]).any(0).nonzero().flatten().tolist()
+        raise ValueError(f"{name} has NaN/Inf in feature columns {bad}")
+
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:eager_attention_forward
+def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+    """Softmax attention written out: (B, H, Lq, d) x3 -> output (B, Lq, H, d), probabilities (B, H, Lq, Lk).
+
+    `attention_mask` is boolean (True = attend) or additive, broadcastable to (B, H, Lq, Lk).
     """
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+    elif attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    predictions: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:sdpa_attention_forward
+def sdpa_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0, **kwargs):
+    """`F.scaled_dot_product_attention` in the interface's layout: output (B, Lq, H, d), no probabilities.
+
+    Unlike transformers' generic SDPA wrapper it accepts zero-size batches (PET's kNN blocks on an all-padding batch).
+    """
+    dropout = dropout if module.training else 0.0
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2), None
+
+
+# Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:attention_function
+def attention_function(config, output_attentions: bool) -> Callable:
+    """The attention of `config._attn_implementation` (eager, sdpa, or another registered in transformers'
+    attention interface); eager whenever probabilities are asked for."""
+    if output_attentions or config._attn_implementation in (None, "eager"):
+        return eager_attention_forward
+    if config._attn_implementation == "sdpa":
+        return sdpa_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[config._attn_implementation]
 
 
 class MinervaPetDynamicTanh(nn.Module):
@@ -115,10 +228,12 @@ class MinervaPetNoScaleDropout(nn.Module):
 
 
 class MinervaPetAttention(nn.Module):
-    """Bias-free multi-head attention with separate q/k/v/o projections, run through SDPA."""
+    """Bias-free multi-head attention with separate q/k/v/o projections (SDPA or eager, the attention interface)."""
 
     def __init__(self, config: MinervaPetConfig):
         super().__init__()
+        self.config = config
+        self.is_causal = False
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.dropout = config.attention_dropout
@@ -132,16 +247,19 @@ class MinervaPetAttention(nn.Module):
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        """queries (B, Lq, D), keys = values (B, Lk, D), additive attn_bias broadcastable to (B, H, Lq, Lk)."""
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, attn_bias: torch.Tensor,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """queries (B, Lq, D), keys = values (B, Lk, D), additive attn_bias broadcastable to (B, H, Lq, Lk)
+        -> output (B, Lq, D), probabilities (B, H, Lq, Lk) when `output_attentions` (else None with SDPA)."""
         q = self._split_heads(self.q_proj(queries))
         k = self._split_heads(self.k_proj(keys))
         v = self._split_heads(self.v_proj(keys))
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout)  # (B, H, Lq, d)
+        attend = attention_function(self.config, output_attentions)
+        out, weights = attend(self, q, k, v, attn_bias, dropout=dropout, scaling=self.head_dim**-0.5)  # (B, Lq, H, d)
         # explicit width: the local kNN blocks can run on zero real objects (all-padding batch), where -1 is ambiguous
         width = self.num_heads * self.head_dim
-        return self.o_proj(out.transpose(1, 2).reshape(queries.shape[0], queries.shape[1], width))
+        return self.o_proj(out.reshape(queries.shape[0], queries.shape[1], width)), weights
 
 
 class MinervaPetLayer(GradientCheckpointingLayer):
@@ -155,11 +273,13 @@ class MinervaPetLayer(GradientCheckpointingLayer):
         self.mlp = MinervaPetMLP(config.hidden_size, mlp_ratio * config.hidden_size, config.hidden_size, norm=True,
                                  dropout=config.hidden_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, token_mask: torch.Tensor, attn_bias: torch.Tensor,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden_states (B, L, D); token_mask (B, L, 1) 1.0 = real; attn_bias broadcastable to (B, H, L, L)."""
         normed = self.attn_norm(hidden_states * token_mask)
-        hidden_states = hidden_states + self.attn(normed, normed, attn_bias) * token_mask
-        return hidden_states + self.mlp(self.mlp_norm(hidden_states)) * token_mask
+        attended, weights = self.attn(normed, normed, attn_bias, output_attentions)
+        hidden_states = hidden_states + attended * token_mask
+        return hidden_states + self.mlp(self.mlp_norm(hidden_states)) * token_mask, weights
 
 
 class MinervaPetClassTokenLayer(GradientCheckpointingLayer):
@@ -174,7 +294,7 @@ class MinervaPetClassTokenLayer(GradientCheckpointingLayer):
 
     def forward(self, tokens: torch.Tensor, context: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         """tokens (B, T, D), context (B, L-T, D), key_bias (B, 1, 1, L-T) -> tokens (B, T, D)."""
-        tokens = tokens + self.attn(tokens, context, key_bias)
+        tokens = tokens + self.attn(tokens, context, key_bias)[0]
         return tokens + self.mlp(self.mlp_norm(tokens))
 
 
@@ -260,14 +380,20 @@ class MinervaPetLocalEmbedding(nn.Module):
     def forward(self, kinematics: torch.Tensor, object_mask: torch.Tensor) -> torch.Tensor:
         """kinematics (B, N, F) zero on padding, object_mask (B, N) bool -> (B, N, D), zero on padding."""
         batch_size, num_objects, num_features = kinematics.shape
-        neighbor_index = self.nearest_neighbors(kinematics, object_mask)  # (B, N, K)
-        neighbor_index = neighbor_index + num_objects * torch.arange(batch_size, device=kinematics.device)[:, None, None]
+        # K + 1 padding candidates, so top-k always has K + 1 slots whatever N (one graph for every object count)
+        candidates = F.pad(kinematics, (0, 0, 0, self.num_neighbors + 1))
+        candidate_mask = F.pad(object_mask, (0, self.num_neighbors + 1))
+        num_candidates = candidates.shape[1]
+        neighbor_index = self.nearest_neighbors(candidates, candidate_mask)[:, :num_objects]  # (B, N, K)
+        neighbor_index = neighbor_index + num_candidates * torch.arange(batch_size, device=kinematics.device)[:, None,
+                                                                                                               None]
         centers = object_mask.reshape(-1).nonzero().squeeze(1)  # (M,) flat indices of real objects only
-        flat_features = kinematics.reshape(-1, num_features)
+        center_index = centers + (num_candidates - num_objects) * (centers // num_objects)  # same object, candidate grid
+        flat_features = candidates.reshape(-1, num_features)
         neighbor_index = neighbor_index.reshape(-1, self.num_neighbors)[centers]  # (M, K)
         neighbors = flat_features[neighbor_index]  # (M, K, F)
-        neighbor_mask = object_mask.reshape(-1)[neighbor_index].unsqueeze(-1).to(kinematics.dtype)  # (M, K, 1)
-        center_features = flat_features[centers].unsqueeze(1).expand_as(neighbors)  # (M, K, F)
+        neighbor_mask = candidate_mask.reshape(-1)[neighbor_index].unsqueeze(-1).to(kinematics.dtype)  # (M, K, 1)
+        center_features = flat_features[center_index].unsqueeze(1).expand_as(neighbors)  # (M, K, F)
         edges = center_features - neighbors
         if self.use_pair_features:
             pair = lhc_pair_features(center_features, neighbors, neighbor_mask.squeeze(-1))
@@ -275,7 +401,7 @@ class MinervaPetLocalEmbedding(nn.Module):
         hidden = self.edge_mlp(edges) * neighbor_mask  # (M, K, D)
         key_bias = key_padding_bias(neighbor_mask.squeeze(-1).bool(), hidden.dtype)  # (M, 1, 1, K)
         for layer in self.layers:
-            hidden = layer(hidden, neighbor_mask, key_bias)
+            hidden = layer(hidden, neighbor_mask, key_bias)[0]
         pooled = hidden.sum(1) / (1e-9 + neighbor_mask).sum(1)  # (M, D); 1e-9 per slot as the reference
         out = hidden.new_zeros(batch_size * num_objects, hidden.shape[-1])
         return out.index_copy(0, centers, pooled).view(batch_size, num_objects, -1)
@@ -302,6 +428,47 @@ class MinervaPetClassTokenHead(nn.Module):
         return self.out(self.mlp(tokens.reshape(tokens.shape[0], -1)))
 
 
+def check_event_shapes(config, object_features, object_pid, attention_mask, event_features) -> None:
+    """Raise `ValueError` naming the tensor when a batch does not have the docs/tensor-layout.md shapes."""
+    if object_features is None or object_features.dim() != 3:
+        raise ValueError(f"object_features must be (batch, objects, {config.num_object_features}), got "
+                         f"{None if object_features is None else tuple(object_features.shape)}")
+    batch_size, num_objects, num_features = object_features.shape
+    if num_features != config.num_object_features:
+        raise ValueError(f"object_features has {num_features} features per object but "
+                         f"config.num_object_features={config.num_object_features}")
+    if batch_size == 0:
+        raise ValueError("object_features has batch size 0: an empty batch cannot be encoded")
+    if attention_mask is None or tuple(attention_mask.shape) != (batch_size, num_objects):
+        raise ValueError(f"attention_mask must be (batch, objects) = {(batch_size, num_objects)}, got "
+                         f"{None if attention_mask is None else tuple(attention_mask.shape)}")
+    if config.use_pid and (object_pid is None or tuple(object_pid.shape) != (batch_size, num_objects)):
+        raise ValueError(f"object_pid must be (batch, objects) = {(batch_size, num_objects)}, got "
+                         f"{None if object_pid is None else tuple(object_pid.shape)}")
+    if config.use_event_token and (event_features is None
+                                   or tuple(event_features.shape) != (batch_size, config.num_event_features)):
+        raise ValueError(f"event_features must be (batch, num_event_features) = "
+                         f"{(batch_size, config.num_event_features)}, got "
+                         f"{None if event_features is None else tuple(event_features.shape)}")
+
+
+def validate_event_values(config, object_features, object_pid, attention_mask, event_features, labels=None) -> None:
+    """Opt-in value checks (a device sync each): NaN/Inf, PID range, events with nothing to attend to, labels."""
+    mask = attention_mask.bool()
+    check_finite("object_features", object_features)
+    if config.use_pid:
+        real_pid = object_pid[mask]
+        if real_pid.numel() and (real_pid.min() < 1 or real_pid.max() >= config.pid_vocab_size):
+            raise ValueError(f"object_pid of real objects must be in [1, pid_vocab_size={config.pid_vocab_size}) "
+                             f"(0 is padding), got values {sorted(set(real_pid.tolist()))[:10]}")
+    if config.use_event_token:
+        check_finite("event_features", event_features)
+    elif not mask.any(1).all():
+        empty = (~mask.any(1)).nonzero().flatten().tolist()
+        raise ValueError(f"events {empty[:10]} have no real object and use_event_token=False: nothing to attend to")
+    validate_label_values(config, labels)
+
+
 class MinervaPetPreTrainedModel(PreTrainedModel):
     """Weights init, checkpoint facts and backbone freezing shared by the bare model and the heads.
 
@@ -313,8 +480,11 @@ class MinervaPetPreTrainedModel(PreTrainedModel):
     config_class = MinervaPetConfig
     base_model_prefix = "pet"
     main_input_name = "object_features"
+    input_modalities = ("object_features", "object_pid", "attention_mask", "event_features")
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["MinervaPetLayer", "MinervaPetClassTokenLayer"]
+    _input_embed_layer = "kinematic_embedding"
     LORA_TARGET_MODULES = r"(pet\.)?(layers|local_embedding\.layers)\.\d+\.attn\.(q_proj|k_proj|v_proj|o_proj)"
     LORA_MODULES_TO_SAVE = ["head"]
 
@@ -337,8 +507,19 @@ class MinervaPetPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MinervaPetModel):
             nn.init.trunc_normal_(module.class_tokens, mean=0.0, std=self.config.initializer_range, a=-2.0, b=2.0)
 
+    # Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:MinervaParticleViTPreTrainedModel.post_init with MinervaParticleViT->MinervaPet
+    def post_init(self):
+        """transformers' `post_init`; also names the bare model and the head in `config.auto_map` (transformers itself
+        writes only the saved class), so every checkpoint loads with `AutoModel` and the head's Auto class."""
+        super().post_init()
+        names = {"AutoModel": MinervaPetModel, "AutoModelForSequenceClassification":
+                 MinervaPetForEventClassification}
+        own = {auto: f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}" for auto, cls in names.items()}
+        self.config.auto_map = {**own, **(getattr(self.config, "auto_map", None) or {})}
+
+    # Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:MinervaParticleViTPreTrainedModel.freeze_backbone
     def freeze_backbone(self) -> list[str]:
-        """Freeze the pre-trained backbone tensors; `config.new_parameter_names` stay trainable. Returns frozen names."""
+        """Freeze the backbone; tensors named in `config.new_parameter_names` stay trainable. Returns frozen names."""
         new = set(self.config.new_parameter_names or ())
         frozen = []
         for name, parameter in self.base_model.named_parameters():
@@ -347,16 +528,13 @@ class MinervaPetPreTrainedModel(PreTrainedModel):
                 frozen.append(name)
         return frozen
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, writing an `auto_map` for AutoConfig, AutoModel and the head."""
-        self.config.auto_map = {
-            **(getattr(self.config, "auto_map", None) or {}),
-            "AutoConfig": "configuration_minerva_pet.MinervaPetConfig",
-            "AutoModel": "modeling_minerva_pet.MinervaPetModel",
-        }
-        self.config.auto_map.setdefault("AutoModelForSequenceClassification",
-                                        "modeling_minerva_pet.MinervaPetForEventClassification")
-        return super().save_pretrained(save_directory, *args, **kwargs)
+    # Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:MinervaParticleViTPreTrainedModel.validate_inputs
+    def validate_inputs(self, object_features=None, object_pid=None, attention_mask=None, event_features=None,
+                        labels=None, **kwargs) -> None:
+        """Raise `ValueError` naming the tensor for a batch `forward` would reject or silently mis-compute."""
+        check_event_shapes(self.config, object_features, object_pid, attention_mask, event_features)
+        check_labels(self.config, labels, object_features.shape[0])
+        validate_event_values(self.config, object_features, object_pid, attention_mask, event_features, labels)
 
 
 class MinervaPetModel(MinervaPetPreTrainedModel):
@@ -392,48 +570,17 @@ class MinervaPetModel(MinervaPetPreTrainedModel):
         """Class tokens plus the event token."""
         return self.config.num_class_tokens + int(self.config.use_event_token)
 
-    def check_inputs(self, object_features, object_pid, attention_mask, event_features) -> None:
-        """Raise `ValueError` naming the tensor for wrong shapes, NaN/Inf or events the model cannot process."""
-        config = self.config
-        if object_features is None or object_features.dim() != 3:
-            raise ValueError(f"object_features must be (batch, objects, {config.num_object_features}), got "
-                             f"{None if object_features is None else tuple(object_features.shape)}")
-        batch_size, num_objects, num_features = object_features.shape
-        if num_features != config.num_object_features:
-            raise ValueError(f"object_features has {num_features} features per object but "
-                             f"config.num_object_features={config.num_object_features}")
-        if attention_mask is None or tuple(attention_mask.shape) != (batch_size, num_objects):
-            raise ValueError(f"attention_mask must be (batch, objects) = {(batch_size, num_objects)}, got "
-                             f"{None if attention_mask is None else tuple(attention_mask.shape)}")
-        _check_finite("object_features", object_features)
-        if config.use_pid:
-            if object_pid is None or tuple(object_pid.shape) != (batch_size, num_objects):
-                raise ValueError(f"object_pid must be (batch, objects) = {(batch_size, num_objects)}, got "
-                                 f"{None if object_pid is None else tuple(object_pid.shape)}")
-            real_pid = object_pid[attention_mask.bool()]
-            if real_pid.numel() and (real_pid.min() < 1 or real_pid.max() >= config.pid_vocab_size):
-                raise ValueError(f"object_pid of real objects must be in [1, pid_vocab_size={config.pid_vocab_size}) "
-                                 f"(0 is padding), got values {sorted(set(real_pid.tolist()))[:10]}")
-        if config.use_event_token:
-            if event_features is None or tuple(event_features.shape) != (batch_size, config.num_event_features):
-                raise ValueError(f"event_features must be (batch, num_event_features) = "
-                                 f"{(batch_size, config.num_event_features)}, got "
-                                 f"{None if event_features is None else tuple(event_features.shape)}")
-            _check_finite("event_features", event_features)
-        elif not attention_mask.bool().any(1).all():
-            empty = (~attention_mask.bool().any(1)).nonzero().flatten().tolist()
-            raise ValueError(f"events {empty[:10]} have no real object and use_event_token=False: nothing to attend to")
-
+    @can_return_tuple
     def forward(
         self,
         object_features: torch.Tensor | None = None,
         object_pid: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         event_features: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+    ) -> BaseModelOutputWithPooling:
         """Encode a batch in the layout of docs/tensor-layout.md.
 
         Args:
@@ -444,46 +591,39 @@ class MinervaPetModel(MinervaPetPreTrainedModel):
             event_features: (batch_size, num_event_features).
         Returns:
             `last_hidden_state` (batch_size, T + E + num_objects, hidden_size), zero on padded objects;
-            `pooler_output` (batch_size, hidden_size), mean of the class tokens. Batches with fewer than
-            num_neighbors + 1 object slots are padded internally and trimmed back.
+            `pooler_output` (batch_size, hidden_size), mean of the class tokens; on request `hidden_states`
+            (embeddings and every body layer) and `attentions` (batch_size, heads, tokens, tokens) per body layer.
         """
-        self.check_inputs(object_features, object_pid, attention_mask, event_features)
-        return_dict = return_dict if return_dict is not None else True
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else False
-        num_objects = object_features.shape[1]
-        object_features, object_pid, object_mask = self._pad_for_knn(object_features, object_pid, attention_mask.bool())
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        check_event_shapes(config, object_features, object_pid, attention_mask, event_features)
+        if config.validate_inputs:
+            validate_event_values(config, object_features, object_pid, attention_mask, event_features)
+        object_mask = attention_mask.bool()
+        object_features = object_features.to(self.class_tokens.dtype)
         hidden, sequence_mask = self._embed(object_features, object_pid, object_mask, event_features)
 
         token_mask = sequence_mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
         attn_bias = key_padding_bias(sequence_mask, hidden.dtype)  # (B, 1, 1, L)
         if self.pair_bias is not None:
-            kinematics = object_features[..., : self.config.num_kinematic_features] * object_mask.unsqueeze(-1)
+            kinematics = object_features[..., : config.num_kinematic_features] * object_mask.unsqueeze(-1)
             pair = self.pair_bias(kinematics, object_mask.to(hidden.dtype))  # (B, H, N, N)
             prefix = self.num_prefix_tokens
             attn_bias = attn_bias + F.pad(pair, (prefix, 0, prefix, 0))  # (B, H, L, L), pair bias on object pairs only
 
         all_hidden = (hidden,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden = layer(hidden, token_mask, attn_bias)
+            hidden, weights = layer(hidden, token_mask, attn_bias, output_attentions)
             if output_hidden_states:
                 all_hidden = all_hidden + (hidden,)
+            if output_attentions:
+                all_attentions = all_attentions + (weights,)
         hidden = self.final_norm(hidden) * token_mask
-        hidden = hidden[:, : self.num_prefix_tokens + num_objects]  # drop slots added for the kNN
-        if all_hidden is not None:
-            all_hidden = tuple(h[:, : self.num_prefix_tokens + num_objects] for h in all_hidden)
-        pooled = hidden[:, : self.config.num_class_tokens].mean(1)
-        if not return_dict:
-            return tuple(v for v in (hidden, pooled, all_hidden) if v is not None)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden)
-
-    def _pad_for_knn(self, object_features, object_pid, object_mask):
-        """Pad the object axis with padding slots up to num_neighbors + 1 (top-k needs K + 1 candidates)."""
-        missing = self.config.num_neighbors + 1 - object_features.shape[1]
-        if missing <= 0:
-            return object_features, object_pid, object_mask
-        object_features = F.pad(object_features, (0, 0, 0, missing))
-        object_pid = None if object_pid is None else F.pad(object_pid, (0, missing))
-        return object_features, object_pid, F.pad(object_mask, (0, missing))
+        pooled = hidden[:, : config.num_class_tokens].mean(1)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled, hidden_states=all_hidden,
+                                          attentions=all_attentions)
 
     def _embed(self, object_features, object_pid, object_mask, event_features):
         """Token embeddings (B, L, D) in sequence order and the sequence mask (B, L) bool."""
@@ -492,7 +632,7 @@ class MinervaPetModel(MinervaPetPreTrainedModel):
         kinematics = object_features[..., : config.num_kinematic_features] * mask  # (B, N, 4)
         hidden = self.kinematic_embedding(kinematics) * mask + self.local_embedding(kinematics, object_mask)
         if config.use_pid:
-            hidden = hidden + self.pid_dropout(self.pid_embedding(object_pid * object_mask)) * mask
+            hidden = hidden + self.pid_dropout(self.pid_embedding(object_pid.long() * object_mask)) * mask
         if config.use_extra_features:
             start = config.num_kinematic_features
             extra = object_features[..., start : start + config.num_extra_features] * mask  # (B, N, 5)
@@ -500,91 +640,51 @@ class MinervaPetModel(MinervaPetPreTrainedModel):
         batch_size = hidden.shape[0]
         prefix = [self.class_tokens.expand(batch_size, -1, -1)]
         if config.use_event_token:
-            event = event_features.to(hidden.dtype).clone()
-            event[:, list(config.zeroed_event_features)] = 0.0  # e.g. log hadronic recoil, zeroed in the paper runs
-            prefix.append(self.event_embedding(event).unsqueeze(1))
+            keep = torch.ones(config.num_event_features, dtype=hidden.dtype, device=hidden.device)
+            keep[list(config.zeroed_event_features)] = 0.0  # e.g. log hadronic recoil, zeroed in the paper runs
+            prefix.append(self.event_embedding(event_features.to(hidden.dtype) * keep).unsqueeze(1))
         hidden = torch.cat(prefix + [hidden], dim=1)  # (B, T + E + N, D)
         prefix_mask = object_mask.new_ones(batch_size, self.num_prefix_tokens)
         return hidden, torch.cat([prefix_mask, object_mask], dim=1)
 
 
-def _check_finite(name: str, tensor: torch.Tensor) -> None:
-    if not torch.isfinite(tensor).all():
-        where = (~torch.isfinite(tensor)).nonzero()[0].tolist()
-        raise ValueError(f"{name} contains NaN or Inf (first at index {where})")
+class MinervaPetForEventClassification(MinervaPetPreTrainedModel):
+    """PET with its pre-trained class-token head and a `num_labels`-way output; the loss follows `problem_type`.
 
+    "single_label_classification": the topologies (`num_labels` = 5); "regression" (`num_labels` = 1): E_avail, with
+    `logits` in log(1 + E/GeV) space and `predictions` in GeV.
+    """
 
-class _MinervaPetForEventTask(MinervaPetPreTrainedModel):
-    """Body + class-token head; subclasses set the number of outputs and the loss."""
-
-    def __init__(self, config: MinervaPetConfig, num_outputs: int):
+    def __init__(self, config: MinervaPetConfig):
         super().__init__(config)
         self.pet = MinervaPetModel(config)
-        self.head = MinervaPetClassTokenHead(config, num_outputs)
+        self.head = MinervaPetClassTokenHead(config, config.num_labels)
         self.post_init()
 
-    def _head_logits(self, object_features, object_pid, attention_mask, event_features, output_hidden_states):
+    @can_return_tuple
+    def forward(self, object_features=None, object_pid=None, attention_mask=None, event_features=None, labels=None,
+                output_attentions=None, output_hidden_states=None, **kwargs) -> MinervaPetEventClassifierOutput:
+        """Inputs as [`MinervaPetModel.forward`], plus optional `labels` (batch_size,): class indices, or E_avail in
+        GeV."""
         outputs = self.pet(object_features=object_features, object_pid=object_pid, attention_mask=attention_mask,
-                           event_features=event_features, output_hidden_states=output_hidden_states, return_dict=True)
+                           event_features=event_features, output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states)
         key_mask = attention_mask.bool()
         if self.config.use_event_token:
             key_mask = torch.cat([key_mask.new_ones(key_mask.shape[0], 1), key_mask], dim=1)
-        return self.head(outputs.last_hidden_state, key_mask), outputs.hidden_states
+        logits = self.head(outputs.last_hidden_state, key_mask)  # (B, num_labels)
+        loss = event_head_loss(self.config, logits, labels)
+        return MinervaPetEventClassifierOutput(
+            loss=loss, logits=logits, predictions=event_head_predictions(self.config, logits),
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
 
-class MinervaPetForEventClassification(_MinervaPetForEventTask):
-    """PET with its pre-trained class-token head and a new `num_labels`-way output (5 interaction topologies)."""
-
-    def __init__(self, config: MinervaPetConfig):
-        super().__init__(config, config.num_labels)
-
-    def forward(self, object_features=None, object_pid=None, attention_mask=None, event_features=None, labels=None,
-                output_hidden_states=None, return_dict=None, **kwargs) -> MinervaPetEventClassifierOutput | tuple:
-        """Inputs as [`MinervaPetModel.forward`]; labels (batch_size,) int class index -> loss, logits (B, num_labels)."""
-        logits, hidden_states = self._head_logits(object_features, object_pid, attention_mask, event_features,
-                                                  output_hidden_states)
-        loss = None
-        if labels is not None:
-            weights = self.config.class_weights
-            weight = None if weights is None else torch.tensor(weights, dtype=logits.dtype, device=logits.device)
-            loss = F.cross_entropy(logits, labels.long(), weight=weight)
-        output = MinervaPetEventClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
-        return output if return_dict is not False else output.to_tuple()
-
-
-class MinervaPetForEventRegression(_MinervaPetForEventTask):
-    """PET with its pre-trained class-token head and one output: log(1 + E_avail / GeV), Huber loss."""
-
-    def __init__(self, config: MinervaPetConfig):
-        super().__init__(config, 1)
-
-    def forward(self, object_features=None, object_pid=None, attention_mask=None, event_features=None, labels=None,
-                output_hidden_states=None, return_dict=None, **kwargs) -> MinervaPetEventRegressionOutput | tuple:
-        """Inputs as [`MinervaPetModel.forward`]; labels (batch_size,) E_avail in GeV -> loss, logits, predictions."""
-        logits, hidden_states = self._head_logits(object_features, object_pid, attention_mask, event_features,
-                                                  output_hidden_states)
-        loss = None
-        if labels is not None:
-            target = torch.log1p(labels.to(logits.dtype))
-            loss = F.huber_loss(logits.squeeze(-1), target, delta=self.config.huber_delta)
-        predictions = torch.clamp(torch.expm1(logits.squeeze(-1)), min=0.0)
-        output = MinervaPetEventRegressionOutput(loss=loss, logits=logits, predictions=predictions,
-                                                 hidden_states=hidden_states)
-        return output if return_dict is not False else output.to_tuple()
-
-
-MinervaPetConfig.register_for_auto_class()
 MinervaPetModel.register_for_auto_class("AutoModel")
 MinervaPetForEventClassification.register_for_auto_class("AutoModelForSequenceClassification")
-# Regression follows the transformers convention (a one-output "sequence classification" head): a saved regression
-# model maps AutoModelForSequenceClassification to MinervaPetForEventRegression.
-MinervaPetForEventRegression.register_for_auto_class("AutoModelForSequenceClassification")
 
 __all__ = [
     "MinervaPetPreTrainedModel",
     "MinervaPetModel",
     "MinervaPetForEventClassification",
-    "MinervaPetForEventRegression",
     "MinervaPetEventClassifierOutput",
-    "MinervaPetEventRegressionOutput",
 ]

@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 # Sizes of the two HyperScale checkpoints used in arXiv 2604.12364 (run dirs emb_*_d4_e448_* and emb_*_d5_e512_*).
 # Head count and mlp_ratio are not in the run names: 8 heads and 8/3 are the HyperScale defaults.
 PRESETS = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37),  # tests, smoke runs
     "small": dict(hidden_size=448, num_hidden_layers=4, num_attention_heads=8),
     "medium": dict(hidden_size=512, num_hidden_layers=5, num_attention_heads=8),
 }
@@ -43,10 +44,18 @@ class MinervaParticleViTConfig(PreTrainedConfig):
             The paper drops time.
         zeroed_event_features (`list[int]`, *optional*, defaults to `[2]`):
             Event-feature columns set to 0 before use (the paper zeroes the hadronic recoil, column 2, in every run).
+        huber_delta (`float`, *optional*, defaults to 1.0):
+            Huber loss delta of the regression head, in units of log(1 + E_avail / GeV).
         class_weights (`list[float]`, *optional*):
             Per-class weights of the classification cross entropy (e.g. total/count from the training split).
+        new_parameter_names (`list[str]`, *optional*):
+            Backbone tensors (names relative to the bare model) that did not come from a pre-trained checkpoint;
+            `freeze_backbone()` keeps them trainable. `None` = freeze the whole backbone.
+        validate_inputs (`bool`, *optional*, defaults to `False`):
+            Also check values in `forward` (NaN/Inf, PID range, label range): one device sync per check, and no
+            `torch.export`/`torch.compile(fullgraph=True)`. Shapes are always checked.
         num_labels (`int`, *optional*, defaults to 5):
-            Classes of the classification head (the 5 topologies).
+            Outputs of the head: 5 topologies for classification, 1 for regression (`problem_type="regression"`).
 
     Example:
 
@@ -73,11 +82,18 @@ class MinervaParticleViTConfig(PreTrainedConfig):
     use_event_token: bool = True
     use_time_feature: bool = False
     zeroed_event_features: list[int] | None = None
+    huber_delta: float = 1.0
     class_weights: list[float] | None = None
+    new_parameter_names: list[str] | None = None
+    validate_inputs: bool = False
 
     def __post_init__(self, **kwargs):
         if self.id2label is None:
             kwargs.setdefault("num_labels", 5)
+        if any(name.endswith("ForEventRegression") for name in self.architectures or ()):
+            # checkpoints saved before the unified head: their regression head is the 1-label regression case
+            kwargs.update(num_labels=1, problem_type="regression")
+            self.id2label = None
         if self.intermediate_size is None:
             self.intermediate_size = int(self.hidden_size * self.mlp_ratio)
         if self.zeroed_event_features is None:
@@ -100,15 +116,19 @@ class MinervaParticleViTConfig(PreTrainedConfig):
         if bad:
             raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
                              f"0..{self.num_event_features - 1}: {bad}")
+        if self.huber_delta <= 0:
+            raise ValueError(f"huber_delta={self.huber_delta} must be > 0")
         if self.class_weights is not None and len(self.class_weights) != self.num_labels:
             raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MinervaParticleViTConfig":
-        """Build the config of a named size (`small`, `medium`) with optional field overrides."""
+        """Build the config of a named size (`tiny`, `small`, `medium`) with optional field overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown ParticleViT preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
+
+MinervaParticleViTConfig.register_for_auto_class()
 
 __all__ = ["MinervaParticleViTConfig", "PRESETS"]

@@ -83,15 +83,15 @@ def convert_hyperscale_checkpoint(checkpoint, output_dir, train_config=None, tas
     Returns the converted model. Loads strictly: every backbone tensor must be used, and only `global_proj` (and the
     optional time extension) plus the new head may be missing.
     """
-    from modeling import load_backbone_classes
+    from modeling import TASK_CONFIG, load_backbone_classes
 
-    config_cls, model_cls, regression_cls, classification_cls = load_backbone_classes("particle_vit")
+    config_cls, model_cls, head_cls = load_backbone_classes("particle_vit")
     state = {k2: v for k, v in load_hyperscale_state_dict(checkpoint).items() if (k2 := rename_hyperscale_key(k))}
     size = config_kwargs_from_train_config(train_config) if train_config else config_kwargs_from_state_dict(state)
     # The exact SwiGLU width comes from the tensors, so no float rounding of mlp_ratio can change it.
     size["intermediate_size"] = state["blocks.0.ffn.w2.weight"].shape[1]
-    config = config_cls(**{**size, **config_overrides})
-    cls = {"backbone": model_cls, "regression": regression_cls, "classification": classification_cls}[task]
+    config = config_cls(**{**size, **TASK_CONFIG[task], **config_overrides})
+    cls = model_cls if task == "backbone" else head_cls
     model = cls(config)
     target = model if task == "backbone" else getattr(model, model.base_model_prefix)
     result = target.load_state_dict(state, strict=False)

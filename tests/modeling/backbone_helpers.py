@@ -11,34 +11,24 @@ import torch
 import modeling
 from isolated_python import PROJECT_PACKAGES, run_isolated  # noqa: F401  (re-exported for the tests)
 
-# Tiny, odd sizes (transformers' ModelTester habit) so swapped dimensions fail loudly.
-TINY_OVERRIDES = {
-    "particle_vit": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37),
-    "bert_projection": dict(bert_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                             intermediate_size=37, hidden_dropout_prob=0.0,
-                                             attention_probs_dropout_prob=0.0, max_position_embeddings=24)),
-    "mlp": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2),
-    "omnilearned": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_local_layers=1,
-                        num_head_layers=1, num_neighbors=3),
-}
 OWN_BACKBONES = ["particle_vit", "bert_projection", "mlp"]
-ALL_BACKBONES = OWN_BACKBONES + ["omnilearned"]
+ALL_BACKBONES = list(modeling.BACKBONES)
 PERMUTATION_INVARIANT = {"particle_vit", "mlp", "omnilearned"}
 TASKS = ("backbone", "regression", "classification")
 
 
 def require_backbone(name: str) -> None:
     """Skip when a backbone's modeling file is not written yet (the PET folder is developed in parallel)."""
-    modeling_module = modeling.BACKBONES[name][1]
+    modeling_module = modeling.BACKBONES[name].modeling_module
     if importlib.util.find_spec(modeling_module) is None:
         pytest.skip(f"{modeling_module} does not exist yet")
 
 
 def build_tiny(name: str, task: str, seed: int = 0, **overrides):
-    """A tiny random-weight model of backbone `name` for `task`, in eval mode."""
+    """A random-weight model of backbone `name` for `task` from its "tiny" preset (odd sizes), in eval mode."""
     require_backbone(name)
     torch.manual_seed(seed)
-    model = modeling.build_model(name, task, size="small", **{**TINY_OVERRIDES[name], **overrides})
+    model = modeling.build_model(name, task, size="tiny", **overrides)
     return model.eval()
 
 

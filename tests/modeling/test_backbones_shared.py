@@ -3,6 +3,8 @@ LoRA, activation checkpointing, padding/permutation invariance and bad-input err
 
 from __future__ import annotations
 
+import ast
+import importlib
 import inspect
 import json
 import re
@@ -16,8 +18,7 @@ from safetensors.torch import load_file, save_file
 
 import modeling
 
-AUTO_CLASS = {"backbone": "AutoModel", "regression": "AutoModelForSequenceClassification",
-              "classification": "AutoModelForSequenceClassification"}
+AUTO_CLASS = modeling.AUTO_CLASS
 
 
 def _inputs(batch: dict) -> dict:
@@ -57,10 +58,11 @@ def test_save_pretrained_writes_safetensors_code_and_auto_map(backbone, tmp_path
     assert "model.safetensors" in files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))], files
     config = json.loads((tmp_path / "config.json").read_text())
-    config_module, modeling_module = (m.rsplit(".", 1)[1] for m in modeling.BACKBONES[backbone][:2])
-    assert config["auto_map"]["AutoConfig"] == f"{config_module}.{modeling.BACKBONES[backbone][2]}"
-    assert config["auto_map"]["AutoModelForSequenceClassification"] == \
-        f"{modeling_module}.{type(model).__name__}"
+    spec = modeling.BACKBONES[backbone]
+    config_module, modeling_module = (m.rsplit(".", 1)[1] for m in (spec.config_module, spec.modeling_module))
+    assert config["auto_map"] == {"AutoConfig": f"{config_module}.{spec.config_class}",
+                                  "AutoModel": f"{modeling_module}.{spec.model_class}",
+                                  "AutoModelForSequenceClassification": f"{modeling_module}.{spec.head_class}"}
     assert {f"{config_module}.py", f"{modeling_module}.py"} <= set(files)
 
     again = type(model).from_pretrained(tmp_path).eval()
@@ -222,8 +224,10 @@ def test_all_padding_events_give_finite_outputs_independent_of_the_batch(backbon
 
 @pytest.mark.parametrize("backbone", ALL_BACKBONES)
 def test_bad_inputs_raise_clear_errors(backbone):
-    """Wrong widths and NaN/Inf in real entries raise ValueError naming the tensor; NaN in padding is ignored."""
+    """Wrong shapes raise ValueError naming the tensor in forward; NaN/Inf in real entries only through the opt-in
+    value checks (`validate_inputs(**batch)` or `config.validate_inputs=True`); NaN in padding is ignored."""
     model = build_tiny(backbone, "regression")
+    checked = build_tiny(backbone, "regression", validate_inputs=True)
     batch = _inputs(make_batch(lengths=[7, 3, 3, 2, 1]))
 
     bad = dict(batch, event_features=batch["event_features"][:, :15])
@@ -231,60 +235,98 @@ def test_bad_inputs_raise_clear_errors(backbone):
         model(**bad)
     bad = dict(batch, event_features=batch["event_features"].clone())
     bad["event_features"][2, 5] = float("inf")
+    assert model(**bad).logits.shape == (5, 1)  # forward does no value check (no device sync)
     with pytest.raises(ValueError, match=r"event_features.*(NaN|Inf)"):
-        model(**bad)
+        model.validate_inputs(**bad)
+    with pytest.raises(ValueError, match=r"event_features.*(NaN|Inf)"):
+        checked(**bad)
     if backbone == "mlp":
         return  # the MLP ignores object inputs by design
     bad = dict(batch, object_features=batch["object_features"][..., :4])
     with pytest.raises(ValueError, match="object_features"):
         model(**bad)
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(**dict(batch, attention_mask=None))
     bad = dict(batch, object_features=batch["object_features"].clone())
     bad["object_features"][1, 0, 3] = float("nan")
     with pytest.raises(ValueError, match="object_features"):
-        model(**bad)
+        model.validate_inputs(**bad)
+    with pytest.raises(ValueError, match="object_features"):
+        checked(**bad)
     padded_nan = dict(batch, object_features=batch["object_features"].clone())
     padded_nan["object_features"][1, 5, :] = float("nan")  # event 1 has 3 objects: slot 5 is padding
     if backbone in OWN_BACKBONES:  # documented for ours: padded slots are zeroed before use, so NaN there is ignored
         torch.testing.assert_close(model(**padded_nan).logits, model(**batch).logits)
     else:  # other backbones may instead reject non-finite values anywhere; silently wrong outputs are not allowed
-        try:
-            torch.testing.assert_close(model(**padded_nan).logits, model(**batch).logits)
-        except ValueError as error:
-            assert "object_features" in str(error)
+        with pytest.raises(ValueError, match="object_features"):
+            model.validate_inputs(**padded_nan)
 
 
-def _function_source(path: Path, name: str) -> str:
+COPIED_FROM = re.compile(r"^[ \t]*# Copied from (\S+\.py):([\w.]+)(?: with (\w+)->(\w+))?$", flags=re.M)
+
+
+def _node_source(source: str, node: ast.AST) -> str:
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return "\n".join(source.splitlines()[start - 1: node.end_lineno])
+
+
+def _definition_source(path: Path, dotted_name: str) -> str:
+    """Source of the top-level def/class or `Class.method` named `dotted_name` in `path`, decorators included."""
     source = path.read_text()
-    match = re.search(rf"^def {name}\(.*?(?=^\S)", source, flags=re.S | re.M)
-    assert match, f"{name} not in {path}"
-    return match.group(0).rstrip()
+    scope, node = ast.parse(source).body, None
+    for part in dotted_name.split("."):
+        node = next((n for n in scope if getattr(n, "name", None) == part), None)
+        assert node is not None, f"{dotted_name} not in {path}"
+        scope = node.body
+    return _node_source(source, node)
 
 
-def test_copied_helpers_match_their_source():
-    """Every `# Copied from modeling/<x>.py:<function>` block is identical to the function it copies."""
-    root = Path(modeling.__file__).parent
+def _marked_copies():
+    """(file, marker line, copied source, source file, source name, rename) for every `# Copied from` marker."""
+    root = Path(modeling.__file__).parent.parent
+    for path in sorted((root / "modeling").rglob("*.py")):
+        source = path.read_text()
+        starts = {min([n.lineno] + [d.lineno for d in n.decorator_list]): n for n in ast.walk(ast.parse(source))
+                  if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        for match in COPIED_FROM.finditer(source):
+            line = source[: match.start()].count("\n") + 1
+            assert line + 1 in starts, f"{path}:{line}: a Copied-from marker must stand right above a def or class"
+            source_file, name, old, new = match.groups()
+            yield path, line, _node_source(source, starts[line + 1]), root / source_file, name, (old, new)
+
+
+def test_copied_definitions_match_their_source():
+    """Every `# Copied from modeling/<x>.py:<name>[ with A->B]` def, class or method equals its source (renamed)."""
     checked = 0
-    for backbone in OWN_BACKBONES:
-        path = root.parent / (modeling.BACKBONES[backbone][1].replace(".", "/") + ".py")
-        for source_file, name in re.findall(r"^# Copied from (\S+\.py):(\w+)$", path.read_text(), flags=re.M):
-            assert _function_source(path, name) == _function_source(root.parent / source_file, name), (path, name)
-            checked += 1
-    assert checked >= 5  # bert_projection: 3, event_mlp: 2
+    for path, line, copied, source_file, name, (old, new) in _marked_copies():
+        original = _definition_source(source_file, name)
+        if old:
+            original = original.replace(old, new)
+        assert copied == original, f"{path}:{line} differs from {source_file.name}:{name}"
+        checked += 1
+    assert checked >= 30
 
 
-def test_registry_resolves_every_own_backbone_and_rejects_unknown_names():
-    """load_backbone_classes returns the BACKBONES classes with the documented class attributes."""
-    for backbone in OWN_BACKBONES:
+def test_registry_resolves_every_backbone_and_rejects_unknown_names():
+    """load_backbone_classes returns the BackboneSpec classes with the documented class attributes."""
+    for backbone, spec in modeling.BACKBONES.items():
         config_cls, *model_classes = modeling.load_backbone_classes(backbone)
-        assert [c.__name__ for c in [config_cls, *model_classes]] == list(modeling.BACKBONES[backbone][2:])
+        assert [c.__name__ for c in [config_cls, *model_classes]] == [spec.config_class, spec.model_class,
+                                                                     spec.head_class]
+        assert tuple(importlib.import_module(spec.config_module).PRESETS) == spec.presets
+        assert callable(config_cls().validate_architecture) and config_cls().huber_delta == 1.0
         for cls in model_classes:
             assert callable(cls.freeze_backbone) and cls.LORA_TARGET_MODULES
         assert inspect.signature(model_classes[1].forward).parameters.keys() >= {
             "object_features", "object_pid", "attention_mask", "event_features", "labels"}
+        for legacy in spec.legacy_head_classes:
+            assert modeling.model_class_for_architecture(legacy) == (backbone, model_classes[1])
     with pytest.raises(ValueError, match="unknown backbone"):
         modeling.load_backbone_classes("resnet")
     with pytest.raises(ValueError, match="unknown task"):
         modeling.build_model("mlp", "segmentation")
+    with pytest.raises(ValueError, match="not a minerva-fm model"):
+        modeling.model_class_for_architecture("BertForMaskedLM")
 
 
 @pytest.mark.parametrize("backbone", OWN_BACKBONES)
@@ -296,4 +338,7 @@ def test_build_model_from_a_checkpoint_reuses_the_backbone_and_refits_the_head(b
     prefix = classification.base_model_prefix
     for name, tensor in getattr(classification, prefix).state_dict().items():
         torch.testing.assert_close(getattr(regression, prefix).state_dict()[name], tensor, msg=name)
-    assert regression.head.weight.shape[0] == 1
+    assert regression.head.weight.shape[0] == 1 and regression.config.problem_type == "regression"
+    regression.save_pretrained(tmp_path / "regression")
+    again = modeling.build_model(backbone, "classification", pretrained=tmp_path / "regression")
+    assert again.head.weight.shape[0] == 5 and again.config.problem_type == "single_label_classification"

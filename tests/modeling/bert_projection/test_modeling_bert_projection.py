@@ -14,7 +14,7 @@ from backbone_helpers import build_tiny, make_batch  # noqa: E402
 
 import modeling  # noqa: E402
 from modeling.bert_projection.modeling_minerva_bert_projection import (  # noqa: E402
-    MinervaBertProjectionForEventRegression)
+    MinervaBertProjectionForEventClassification)
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,13 @@ def minilm_dir() -> Path:
 def test_from_bert_pretrained_keeps_the_packaged_encoder_weights(minilm_dir, monkeypatch):
     """Every encoder tensor equals the packaged safetensors; projections and head are reported as new."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model, info = MinervaBertProjectionForEventRegression.from_bert_pretrained(minilm_dir, output_loading_info=True)
+    model, info = MinervaBertProjectionForEventClassification.from_bert_pretrained(
+        minilm_dir, output_loading_info=True, num_labels=1, problem_type="regression")
     packaged = load_file(minilm_dir / "model.safetensors")
     encoder = model.get_bert_encoder().state_dict()
     compared = 0
     for key, tensor in packaged.items():
-        if key.startswith("pooler.") or key == "embeddings.position_ids":
+        if key.startswith(("pooler.", "embeddings.word_embeddings.")) or key == "embeddings.position_ids":
             continue
         torch.testing.assert_close(encoder[key], tensor, rtol=0, atol=0, msg=key)
         compared += 1
@@ -41,7 +42,10 @@ def test_from_bert_pretrained_keeps_the_packaged_encoder_weights(minilm_dir, mon
     assert set(info["new"]) == {"bert_projection.object_proj.weight", "bert_projection.object_proj.bias",
                                 "bert_projection.pid_embed.weight", "bert_projection.event_proj.weight",
                                 "bert_projection.event_proj.bias", "head.weight", "head.bias"}
-    assert {"pooler.dense.weight", "pooler.dense.bias"} <= set(info["unused"])
+    assert {"pooler.dense.weight", "pooler.dense.bias", "embeddings.word_embeddings.weight"} <= set(info["unused"])
+    assert model.get_bert_encoder().embeddings.word_embeddings is None  # never trained: tokens are inputs_embeds
+    assert set(model.config.new_parameter_names) == {n.removeprefix("bert_projection.") for n in info["new"]
+                                                     if n.startswith("bert_projection.")}
     assert len(info["loaded"]) == len(encoder)
     out = model.eval()(**make_batch(labels="regression"))
     assert torch.isfinite(out.loss)
@@ -71,11 +75,11 @@ def test_projected_feature_sets(projected_features, reads_extra_features):
 
 
 def test_more_objects_than_bert_positions_raise():
-    """1 event token + N objects must fit max_position_embeddings (24 in the tiny config)."""
+    """1 event token + N objects must fit max_position_embeddings (64 in the tiny preset)."""
     model = build_tiny("bert_projection", "regression")
-    model(**make_batch(objects=23))
-    with pytest.raises(ValueError, match="max_position_embeddings=24"):
-        model(**make_batch(objects=24))
+    model(**make_batch(objects=63))
+    with pytest.raises(ValueError, match="max_position_embeddings=64"):
+        model(**make_batch(objects=64))
 
 
 def test_object_order_matters_through_position_embeddings():

@@ -99,5 +99,6 @@ def test_cli_convert_omnilearned(pretrain_checkpoint, tmp_path):
     assert "NEW  pet.event_embedding.fc1.weight" in result.stdout and "reload check passed" in result.stdout
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert len(saved["id2label"]) == 1
-    assert saved["auto_map"]["AutoModelForSequenceClassification"] == "modeling_minerva_pet.MinervaPetForEventRegression"
+    assert saved["auto_map"]["AutoModelForSequenceClassification"] == "modeling_minerva_pet.MinervaPetForEventClassification"
+    assert saved["problem_type"] == "regression" and saved["auto_map"]["AutoModel"] == "modeling_minerva_pet.MinervaPetModel"
     assert (tmp_path / "cli" / "modeling_minerva_pet.py").is_file()

@@ -22,10 +22,11 @@ from modeling.omnilearned_pet import (
     PRESETS,
     MinervaPetConfig,
     MinervaPetForEventClassification,
-    MinervaPetForEventRegression,
     MinervaPetModel,
 )
 from modeling.omnilearned_pet import modeling_minerva_pet
+
+REGRESSION = dict(num_labels=1, problem_type="regression")  # the one head as the E_avail regressor
 
 torch.manual_seed(0)
 
@@ -44,7 +45,7 @@ def test_presets_carry_the_published_sizes():
         assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (width, heads, depth)
         assert config.num_head_layers == config.num_local_layers == head_depth
         assert (config.num_class_tokens, config.mlp_ratio, config.num_neighbors) == (4, 2, 10)
-    assert set(PRESETS) == set(expected)
+    assert set(PRESETS) == set(expected) | {"tiny"}  # tiny: tests and smoke runs
     assert MinervaPetConfig().num_labels == 5 and MinervaPetConfig().zeroed_event_features == [2]
 
 
@@ -64,8 +65,8 @@ def test_presets_carry_the_published_sizes():
 def test_config_validation_names_fields_and_values(overrides, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         MinervaPetConfig(**overrides)
-    with pytest.raises(ValueError, match="unknown MinervaPet preset 'tiny'"):
-        MinervaPetConfig.from_preset("tiny")
+    with pytest.raises(ValueError, match="unknown MinervaPet preset 'huge'"):
+        MinervaPetConfig.from_preset("huge")
 
 
 def test_every_config_field_is_read_by_the_model_code():
@@ -94,7 +95,7 @@ def test_output_shapes_per_head():
     with torch.no_grad():
         bare = _eval(MinervaPetModel(config))(**model_inputs(batch), output_hidden_states=True)
         classification = _eval(MinervaPetForEventClassification(config))(**model_inputs(batch))
-        regression = _eval(MinervaPetForEventRegression(config))(**model_inputs(batch))
+        regression = _eval(MinervaPetForEventClassification(tiny_config(**REGRESSION)))(**model_inputs(batch))
     assert bare.last_hidden_state.shape == (3, 3 + 1 + 7, 32)
     assert bare.pooler_output.shape == (3, 32)
     torch.testing.assert_close(bare.pooler_output, bare.last_hidden_state[:, :3].mean(1))
@@ -178,12 +179,12 @@ def test_bad_input_raises_clear_errors():
         model(**{**batch, "object_features": batch["object_features"][..., :8]})
     nan = batch["object_features"].clone()
     nan[1, 0, 3] = float("nan")
-    with pytest.raises(ValueError, match=r"object_features contains NaN or Inf \(first at index \[1, 0, 3\]\)"):
-        model(**{**batch, "object_features": nan})
+    with pytest.raises(ValueError, match=r"object_features has NaN/Inf in feature columns \[3\]"):
+        model.validate_inputs(**{**batch, "object_features": nan})  # value checks are opt-in, outside forward
     inf = batch["event_features"].clone()
     inf[0, 7] = float("inf")
-    with pytest.raises(ValueError, match="event_features contains NaN or Inf"):
-        model(**{**batch, "event_features": inf})
+    with pytest.raises(ValueError, match="event_features has NaN/Inf"):
+        _eval(MinervaPetModel(tiny_config(validate_inputs=True)))(**{**batch, "event_features": inf})
     with pytest.raises(ValueError, match=r"event_features must be \(batch, num_event_features\)"):
         model(**{**batch, "event_features": batch["event_features"][:, :10]})
     with pytest.raises(ValueError, match="attention_mask must be"):
@@ -191,7 +192,7 @@ def test_bad_input_raises_clear_errors():
     zero_pid = batch["object_pid"].clone()
     zero_pid[0, 0] = 0
     with pytest.raises(ValueError, match="object_pid of real objects must be in"):
-        model(**{**batch, "object_pid": zero_pid})
+        model.validate_inputs(**{**batch, "object_pid": zero_pid})
 
 
 def test_all_padding_events():
@@ -201,7 +202,7 @@ def test_all_padding_events():
         logits = _eval(MinervaPetForEventClassification(tiny_config()))(**batch).logits
     assert torch.isfinite(logits).all()
     with pytest.raises(ValueError, match=r"events \[1\] have no real object and use_event_token=False"):
-        MinervaPetModel(tiny_config(use_event_token=False))(**batch)
+        MinervaPetModel(tiny_config(use_event_token=False)).validate_inputs(**batch)
 
 
 # ---------------------------------------------------------------- losses, init, checkpointing
@@ -215,7 +216,7 @@ def test_losses_are_finite_and_backward_reaches_every_parameter():
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, batch["labels_class"], weight=torch.tensor(weights)))
     assert not torch.isclose(out.loss, F.cross_entropy(out.logits, batch["labels_class"]))
     out.loss.backward()
-    regressor = MinervaPetForEventRegression(tiny_config()).train()
+    regressor = MinervaPetForEventClassification(tiny_config(**REGRESSION)).train()
     reg = regressor(**model_inputs(batch), labels=batch["labels_energy"])
     target = torch.log(1 + batch["labels_energy"])
     torch.testing.assert_close(reg.loss, F.huber_loss(reg.logits[:, 0], target, delta=1.0))
@@ -242,10 +243,10 @@ def test_random_init_matches_the_reference_recipe():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    config = tiny_config()
+    config = tiny_config(**REGRESSION)
     batch = make_batch([6, 4], num_slots=6)
-    reference = MinervaPetForEventRegression(config).train()
-    checkpointed = MinervaPetForEventRegression(config).train()
+    reference = MinervaPetForEventClassification(config).train()
+    checkpointed = MinervaPetForEventClassification(config).train()
     checkpointed.load_state_dict(reference.state_dict())
     checkpointed.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert checkpointed.pet.layers[0].gradient_checkpointing
@@ -307,9 +308,10 @@ def save_with_expected_outputs(model, folder, batch) -> None:
     save_file({**tensors, "logits": logits, "last_hidden_state": hidden}, str(folder / "expected.safetensors"))
 
 
-@pytest.mark.parametrize("head_class", [MinervaPetForEventClassification, MinervaPetForEventRegression])
-def test_save_load_round_trip_and_remote_code(tmp_path, head_class):
-    config = tiny_config(new_parameter_names=["event_embedding.fc1.weight"])
+@pytest.mark.parametrize("task", [{}, REGRESSION])
+def test_save_load_round_trip_and_remote_code(tmp_path, task):
+    head_class = MinervaPetForEventClassification
+    config = tiny_config(new_parameter_names=["event_embedding.fc1.weight"], **task)
     model = _eval(head_class(config))
     batch = make_batch([6, 3, 1], num_slots=6)
     folder = tmp_path / "model"
@@ -342,7 +344,7 @@ def test_freeze_backbone_keeps_new_tensors_trainable(tmp_path):
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {f"pet.{n}" for n in new} | {n for n, _ in model.named_parameters() if n.startswith("head.")}
     assert len(frozen) == len(list(model.pet.parameters())) - len(new)
-    whole = MinervaPetForEventRegression(tiny_config())
+    whole = MinervaPetForEventClassification(tiny_config(**REGRESSION))
     whole.freeze_backbone()
     assert not any(p.requires_grad for p in whole.pet.parameters())
     assert all(p.requires_grad for p in whole.head.parameters())
@@ -405,7 +407,7 @@ HUB_LOAD = textwrap.dedent(
 def test_push_to_hub_and_load_with_remote_code(hub, tmp_path):
     from huggingface_hub import HfApi
 
-    model = _eval(MinervaPetForEventRegression(tiny_config()))
+    model = _eval(MinervaPetForEventClassification(tiny_config(**REGRESSION)))
     batch = make_batch([5, 2], num_slots=5)
     local = tmp_path / "local"
     save_with_expected_outputs(model, local, batch)
@@ -421,5 +423,5 @@ def test_push_to_hub_and_load_with_remote_code(hub, tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded["head"] == "MinervaPetForEventRegression" and loaded["module"].startswith("transformers_modules")
+    assert loaded["head"] == "MinervaPetForEventClassification" and loaded["module"].startswith("transformers_modules")
     assert loaded["diff"] <= 1e-6

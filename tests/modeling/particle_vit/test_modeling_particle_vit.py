@@ -16,7 +16,7 @@ from backbone_helpers import make_batch  # noqa: E402
 from modeling.particle_vit.configuration_minerva_particle_vit import PRESETS, MinervaParticleViTConfig  # noqa: E402
 from modeling.particle_vit.convert_hyperscale_to_hf import convert_hyperscale_checkpoint  # noqa: E402
 from modeling.particle_vit.modeling_minerva_particle_vit import (  # noqa: E402
-    MinervaParticleViTForEventRegression, MinervaParticleViTModel)
+    MinervaParticleViTForEventClassification, MinervaParticleViTModel)
 
 
 def hyperscale_state_dict(d: int, depth: int, heads: int, hidden: int, classes: int = 10, seed: int = 0) -> dict:
@@ -115,7 +115,7 @@ def test_conversion_for_a_task_drops_the_jet_head_and_adds_the_event_token(hyper
     """task=regression: every backbone tensor is loaded, head and global_proj are new; the event token is used."""
     run, state, _ = hyperscale_run
     model = convert_hyperscale_checkpoint(run / "pvit_final.pth", tmp_path / "reg", task="regression")
-    assert isinstance(model, MinervaParticleViTForEventRegression)
+    assert isinstance(model, MinervaParticleViTForEventClassification) and model.config.problem_type == "regression"
     backbone_state = model.particle_vit.state_dict()
     for key, tensor in state.items():
         if not key.startswith("head."):
@@ -159,7 +159,7 @@ def test_presets_have_the_paper_sizes():
     small, medium = (MinervaParticleViTConfig.from_preset(name) for name in ("small", "medium"))
     assert (small.hidden_size, small.num_hidden_layers, small.intermediate_size) == (448, 4, 1194)
     assert (medium.hidden_size, medium.num_hidden_layers, medium.intermediate_size) == (512, 5, 1365)
-    assert set(PRESETS) == {"small", "medium"}
+    assert set(PRESETS) == {"tiny", "small", "medium"}  # tiny: tests and smoke runs
     with pytest.raises(ValueError, match="preset"):
         MinervaParticleViTConfig.from_preset("huge")
     with pytest.raises(ValueError, match="not divisible"):
