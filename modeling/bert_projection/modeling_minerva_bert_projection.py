@@ -325,7 +325,8 @@ class MinervaBertProjectionModel(MinervaBertProjectionPreTrainedModel):
             bert_config._attn_implementation_internal = "eager"
         try:
             outputs = self.bert(inputs_embeds=inputs_embeds, attention_mask=full_mask.long(),
-                                output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                                output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                return_dict=True)
         finally:
             bert_config._attn_implementation_internal = implementation
         hidden_states = outputs.last_hidden_state.masked_fill(~full_mask.unsqueeze(-1), 0.0)  # (B, 1 + N, D)
@@ -355,7 +356,8 @@ class MinervaBertProjectionForEventClassification(MinervaBertProjectionPreTraine
         """Inputs as the bare model, plus optional `labels` (batch_size,): class indices, or E_avail in GeV."""
         outputs = self.base_model(object_features=object_features, object_pid=object_pid,
                                   attention_mask=attention_mask, event_features=event_features,
-                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                  return_dict=True)
         logits = self.head(outputs.pooler_output)  # (B, num_labels)
         loss = event_head_loss(self.config, logits, labels)
         return MinervaBertProjectionEventClassifierOutput(

@@ -272,7 +272,8 @@ class MinervaEventMLPForEventClassification(MinervaEventMLPPreTrainedModel):
     def forward(self, event_features=None, object_features=None, object_pid=None, attention_mask=None, labels=None,
                 output_attentions=None, output_hidden_states=None, **kwargs) -> MinervaEventMLPEventClassifierOutput:
         """Inputs as the bare model, plus optional `labels` (batch_size,): class indices, or E_avail in GeV."""
-        outputs = self.event_mlp(event_features=event_features, output_hidden_states=output_hidden_states)
+        outputs = self.event_mlp(event_features=event_features, output_hidden_states=output_hidden_states,
+                                 return_dict=True)
         logits = self.head(outputs.pooler_output)  # (B, num_labels)
         if self.config.regression_softplus and event_problem_type(self.config) == "regression":
             logits = F.softplus(logits)

@@ -171,7 +171,7 @@ def sdpa_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Te
     """
     dropout = dropout if module.training else 0.0
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling)
-    return out.transpose(1, 2), None
+    return out.transpose(1, 2).contiguous(), None
 
 
 # Copied from modeling/particle_vit/modeling_minerva_particle_vit.py:attention_function
@@ -182,7 +182,7 @@ def attention_function(config, output_attentions: bool) -> Callable:
         return eager_attention_forward
     if config._attn_implementation == "sdpa":
         return sdpa_attention_forward
-    return ALL_ATTENTION_FUNCTIONS[config._attn_implementation]
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
 
 
 class MinervaPetDynamicTanh(nn.Module):
@@ -668,7 +668,7 @@ class MinervaPetForEventClassification(MinervaPetPreTrainedModel):
         GeV."""
         outputs = self.pet(object_features=object_features, object_pid=object_pid, attention_mask=attention_mask,
                            event_features=event_features, output_attentions=output_attentions,
-                           output_hidden_states=output_hidden_states)
+                           output_hidden_states=output_hidden_states, return_dict=True)
         key_mask = attention_mask.bool()
         if self.config.use_event_token:
             key_mask = torch.cat([key_mask.new_ones(key_mask.shape[0], 1), key_mask], dim=1)

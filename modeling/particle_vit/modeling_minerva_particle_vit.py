@@ -185,7 +185,7 @@ def sdpa_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Te
     """
     dropout = dropout if module.training else 0.0
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling)
-    return out.transpose(1, 2), None
+    return out.transpose(1, 2).contiguous(), None
 
 
 def attention_function(config, output_attentions: bool) -> Callable:
@@ -195,7 +195,7 @@ def attention_function(config, output_attentions: bool) -> Callable:
         return eager_attention_forward
     if config._attn_implementation == "sdpa":
         return sdpa_attention_forward
-    return ALL_ATTENTION_FUNCTIONS[config._attn_implementation]
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
 
 
 class MinervaParticleViTEmbeddings(nn.Module):
@@ -425,7 +425,8 @@ class MinervaParticleViTForEventClassification(MinervaParticleViTPreTrainedModel
         """Inputs as the bare model, plus optional `labels` (batch_size,): class indices, or E_avail in GeV."""
         outputs = self.base_model(object_features=object_features, object_pid=object_pid,
                                   attention_mask=attention_mask, event_features=event_features,
-                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                  return_dict=True)
         logits = self.head(outputs.pooler_output)  # (B, num_labels)
         loss = event_head_loss(self.config, logits, labels)
         return MinervaParticleViTEventClassifierOutput(
