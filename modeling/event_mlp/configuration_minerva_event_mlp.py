@@ -11,6 +11,34 @@ PRESETS = {
 }
 
 
+# Copied from modeling/particle_vit/configuration_minerva_particle_vit.py:apply_head_defaults
+def apply_head_defaults(config, kwargs: dict) -> None:
+    """5 topology labels by default; a config saved with the old `...ForEventRegression` head reads as the 1-label
+    regression case of the one head; event-feature column 2 (log hadronic recoil) zeroed by default."""
+    if config.id2label is None and kwargs.get("num_labels") is None:
+        kwargs["num_labels"] = 5
+    if any(name.endswith("ForEventRegression") for name in config.architectures or ()):
+        kwargs.update(num_labels=1, problem_type="regression")
+        config.id2label = None
+    if config.zeroed_event_features is None:
+        config.zeroed_event_features = [2]
+
+
+# Copied from modeling/particle_vit/configuration_minerva_particle_vit.py:validate_head_fields
+def validate_head_fields(config) -> None:
+    """Raise ValueError naming the field for event-feature columns, the Huber delta or class weights that do not fit."""
+    bad = [i for i in config.zeroed_event_features if not 0 <= i < config.num_event_features]
+    if bad:
+        raise ValueError(f"zeroed_event_features={config.zeroed_event_features} has indices {bad} outside "
+                         f"[0, num_event_features={config.num_event_features})")
+    if config.huber_delta <= 0:
+        raise ValueError(f"huber_delta={config.huber_delta} must be > 0")
+    if config.class_weights is not None:
+        if len(config.class_weights) != config.num_labels:
+            raise ValueError(f"class_weights has {len(config.class_weights)} entries but num_labels={config.num_labels}")
+        if any(w < 0 for w in config.class_weights):
+            raise ValueError(f"class_weights={config.class_weights} must be non-negative")
+
 class MinervaEventMLPConfig(PreTrainedConfig):
     r"""
     Configuration of [`MinervaEventMLPModel`]: 16 event features -> Linear+LayerNorm+SiLU -> pre-norm residual
@@ -69,33 +97,20 @@ class MinervaEventMLPConfig(PreTrainedConfig):
     validate_inputs: bool = False
 
     def __post_init__(self, **kwargs):
-        if self.id2label is None:
-            kwargs.setdefault("num_labels", 5)
-        if any(name.endswith("ForEventRegression") for name in self.architectures or ()):
-            # checkpoints saved before the unified head: their regression head is the 1-label regression case
-            kwargs.update(num_labels=1, problem_type="regression")
-            self.id2label = None
-        if self.zeroed_event_features is None:
-            self.zeroed_event_features = [2]
+        apply_head_defaults(self, kwargs)
         super().__post_init__(**kwargs)
         self.validate_architecture()
 
     def validate_architecture(self):
         """Raise a ValueError naming the fields when the values cannot build a model."""
-        bad = [i for i in self.zeroed_event_features if not 0 <= i < self.num_event_features]
-        if bad:
-            raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has columns outside "
-                             f"0..{self.num_event_features - 1}: {bad}")
-        if self.huber_delta <= 0:
-            raise ValueError(f"huber_delta={self.huber_delta} must be > 0")
-        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
-            raise ValueError(f"class_weights has {len(self.class_weights)} entries, num_labels={self.num_labels}")
+        validate_head_fields(self)
 
+    # Copied from modeling/particle_vit/configuration_minerva_particle_vit.py:MinervaParticleViTConfig.from_preset with MinervaParticleViT->MinervaEventMLP
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MinervaEventMLPConfig":
-        """Build the config of a named size (`tiny`, `small`) with optional field overrides."""
+        """Build the config of a named size (a key of `PRESETS`) with optional field overrides."""
         if name not in PRESETS:
-            raise ValueError(f"unknown event-MLP preset {name!r}; choose one of {sorted(PRESETS)}")
+            raise ValueError(f"unknown {cls.__name__} preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
 
 

@@ -18,6 +18,34 @@ PRESETS = {
 PRESET_COMMON = dict(num_class_tokens=4, mlp_ratio=2, num_neighbors=10, num_knn_coordinates=2)
 
 
+# Copied from modeling/particle_vit/configuration_minerva_particle_vit.py:apply_head_defaults
+def apply_head_defaults(config, kwargs: dict) -> None:
+    """5 topology labels by default; a config saved with the old `...ForEventRegression` head reads as the 1-label
+    regression case of the one head; event-feature column 2 (log hadronic recoil) zeroed by default."""
+    if config.id2label is None and kwargs.get("num_labels") is None:
+        kwargs["num_labels"] = 5
+    if any(name.endswith("ForEventRegression") for name in config.architectures or ()):
+        kwargs.update(num_labels=1, problem_type="regression")
+        config.id2label = None
+    if config.zeroed_event_features is None:
+        config.zeroed_event_features = [2]
+
+
+# Copied from modeling/particle_vit/configuration_minerva_particle_vit.py:validate_head_fields
+def validate_head_fields(config) -> None:
+    """Raise ValueError naming the field for event-feature columns, the Huber delta or class weights that do not fit."""
+    bad = [i for i in config.zeroed_event_features if not 0 <= i < config.num_event_features]
+    if bad:
+        raise ValueError(f"zeroed_event_features={config.zeroed_event_features} has indices {bad} outside "
+                         f"[0, num_event_features={config.num_event_features})")
+    if config.huber_delta <= 0:
+        raise ValueError(f"huber_delta={config.huber_delta} must be > 0")
+    if config.class_weights is not None:
+        if len(config.class_weights) != config.num_labels:
+            raise ValueError(f"class_weights has {len(config.class_weights)} entries but num_labels={config.num_labels}")
+        if any(w < 0 for w in config.class_weights):
+            raise ValueError(f"class_weights={config.class_weights} must be non-negative")
+
 class MinervaPetConfig(PreTrainedConfig):
     r"""Configuration of [`MinervaPetModel`] and its task heads.
 
@@ -133,14 +161,7 @@ class MinervaPetConfig(PreTrainedConfig):
     validate_inputs: bool = False
 
     def __post_init__(self, **kwargs):
-        if self.id2label is None and kwargs.get("num_labels") is None:
-            kwargs["num_labels"] = 5
-        if any(name.endswith("ForEventRegression") for name in self.architectures or ()):
-            # checkpoints saved before the unified head: their regression head is the 1-label regression case
-            kwargs.update(num_labels=1, problem_type="regression")
-            self.id2label = None
-        if self.zeroed_event_features is None:
-            self.zeroed_event_features = [2]
+        apply_head_defaults(self, kwargs)
         super().__post_init__(**kwargs)
         self.validate_architecture()
 
@@ -178,20 +199,10 @@ class MinervaPetConfig(PreTrainedConfig):
             raise ValueError(f"pid_vocab_size={self.pid_vocab_size} must be >= 2 (row 0 is padding)")
         if self.use_event_token and self.num_event_features < 1:
             raise ValueError(f"num_event_features={self.num_event_features} must be >= 1 when use_event_token=True")
-        bad = [i for i in self.zeroed_event_features if not 0 <= i < self.num_event_features]
-        if bad:
-            raise ValueError(f"zeroed_event_features={self.zeroed_event_features} has indices {bad} outside "
-                             f"[0, num_event_features={self.num_event_features})")
         for name in ("hidden_dropout", "attention_dropout", "feature_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
-        if self.huber_delta <= 0:
-            raise ValueError(f"huber_delta={self.huber_delta} must be > 0")
-        if self.class_weights is not None:
-            if len(self.class_weights) != self.num_labels:
-                raise ValueError(f"class_weights has {len(self.class_weights)} entries but num_labels={self.num_labels}")
-            if any(w < 0 for w in self.class_weights):
-                raise ValueError(f"class_weights={self.class_weights} must be non-negative")
+        validate_head_fields(self)
 
 
 MinervaPetConfig.register_for_auto_class()
