@@ -28,7 +28,7 @@ import modeling  # noqa: E402
 MODELS = {
     "particle_vit-small": ("particle_vit", "small", {}),
     "particle_vit-medium": ("particle_vit", "medium", {}),
-    "bert_projection-bert-tiny": ("bert_projection", "tiny", {}),
+    "bert_projection-bert-tiny": ("bert_projection", "small", {}),  # "small" is the bert-tiny shape (paper: BERT-small)
     "mlp": ("mlp", "small", {}),
     "omnilearned-small": ("omnilearned", "small", {}),
     "omnilearned-medium": ("omnilearned", "medium", {}),

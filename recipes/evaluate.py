@@ -109,7 +109,8 @@ def load_model(path_or_repo: str, revision: str | None = None):
         backbone, cls = model_class_for(config["architectures"][0])
         info["backbone"] = info["backbone"] or backbone
         model = cls.from_pretrained(str(folder))
-    info["task"] = info["task"] or ("regression" if "Regression" in type(_base(model)).__name__ else "classification")
+    is_regression = getattr(_base(model).config, "problem_type", None) == "regression"  # the one head's task
+    info["task"] = info["task"] or ("regression" if is_regression else "classification")
     return model.eval(), info
 
 
