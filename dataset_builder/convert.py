@@ -31,6 +31,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import awkward as ak
 import numpy as np
@@ -342,6 +343,36 @@ def build_table(chunk: ak.Array, entries: np.ndarray, source_name: str, is_mc: b
     return table, stats
 
 
+# --------------------------------------------------------------------------------------------------- streaming
+
+
+def iter_converted_tables(path: str | Path, options: ConvertOptions = ConvertOptions(),
+                          entry_start: int = 0, entry_stop: int | None = None) -> Iterator[pa.Table]:
+    """Yield the converted rows of one AnaTuple (MC or data) chunk by chunk, writing nothing.
+
+    Each table has exactly `schema.PARQUET_SCHEMA` (rows keyed by `source_file`, `entry`; truth null for data) and
+    the same rows and values the converter writes into its shards (selection applied), in entry order. Raises the
+    same `ConversionError`s as `convert`.
+    """
+    path = Path(path)
+    root_file, tree, is_mc = open_reco_tree(path)
+    branches = [b.name for b in _reco_branch_specs(is_mc)]
+    stop_limit = tree.num_entries if entry_stop is None else min(int(entry_stop), tree.num_entries)
+    try:
+        for start, stop in chunk_ranges(tree, branches, options.step_size):
+            start, stop = max(start, int(entry_start)), min(stop, stop_limit)
+            if start >= stop:
+                continue
+            chunk = read_chunk(path, tree, branches, start, stop)
+            try:
+                table, _ = build_table(chunk, np.arange(start, stop, dtype=np.int64), path.name, is_mc, options)
+            except LayoutError as err:
+                raise InconsistentCountsError(path, str(err)) from err
+            yield table
+    finally:
+        root_file.close()
+
+
 # --------------------------------------------------------------------------------------------------- one file
 
 
@@ -632,5 +663,6 @@ def run_convert_cli(args: argparse.Namespace) -> int:
 __all__ = [
     "CONVERTER_VERSION", "ConversionError", "NotRootFileError", "CorruptFileError", "MissingTreeError",
     "MissingBranchError", "BranchTypeError", "InconsistentCountsError", "ConversionFailed", "ConvertOptions",
-    "open_reco_tree", "chunk_ranges", "assign_splits", "build_table", "convert_file", "convert", "run_convert_cli",
+    "open_reco_tree", "chunk_ranges", "assign_splits", "build_table", "iter_converted_tables", "convert_file", "convert",
+    "run_convert_cli",
 ]
