@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataset_builder.synthetic_physics import M_MU, M_P, M_PI, M_PI0, TruthBatch, boost
+from dataset_builder.synthetic_physics import M_E, M_MU, M_N, M_P, M_PI, M_PI0, TruthBatch, boost
 
 C_MM_PER_NS = 299.792458
-MAX_PRONGS = 12
+# More than schema.MAX_PRONGS (10) on purpose: the generator must exercise the converter's prong cap/aggregation.
+SIM_MAX_PRONGS = 12
 BLOB_MEAN_E = 9.5  # MeV of visible energy per blob cluster
 TRACKER_Z, ECAL_Z, HCAL_Z = 5980.0, 8422.0, 8900.0
 REGIONS = ("tracker", "ecal", "hcal", "nucl", "od")
@@ -71,7 +72,7 @@ def reconstructed_mask(rng: np.random.Generator, truth: TruthBatch) -> np.ndarra
 def _mass_of(pdg):
     a = np.abs(pdg)
     return np.select([a == 13, a == 11, a == 211, a == 111, a == 2212, a == 2112],
-                     [M_MU, 0.511, M_PI, M_PI0, M_P, 939.565], 0.0)
+                     [M_MU, M_E, M_PI, M_PI0, M_P, M_N], 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------- deposits
@@ -285,7 +286,7 @@ def _dedx(rng, apdg, p4, mass):
 
 
 def _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx):
-    """Prong arrays: primary first, then the other tracked particles in FS order; at most MAX_PRONGS."""
+    """Prong arrays: primary first, then the other tracked particles in FS order; at most SIM_MAX_PRONGS."""
     n, k = tracked.shape
     slot = np.broadcast_to(np.arange(k), (n, k))
     is_primary = slot == primary[:, None]
@@ -295,7 +296,7 @@ def _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, m
     key = np.where(tracked, np.where(is_primary, -1, slot), k + 1)
     order = np.argsort(key, axis=1, kind="stable")
     valid = np.take_along_axis(key, order, 1) <= k
-    valid &= np.cumsum(valid, axis=1) <= MAX_PRONGS
+    valid &= np.cumsum(valid, axis=1) <= SIM_MAX_PRONGS
 
     def take(a):
         idx = order if a.ndim == 2 else np.broadcast_to(order[..., None], a.shape)
@@ -464,4 +465,4 @@ def _michels(rng, apdg, ke, interacting, is_mu, has_muon, mu_p, pdg):
     return (tag.sum(axis=1) + stop_mu + rng.poisson(0.03, n)).astype(np.int32)
 
 
-__all__ = ["simulate_reco", "reconstructed_mask", "REGIONS", "MAX_PRONGS"]
+__all__ = ["simulate_reco", "reconstructed_mask", "REGIONS", "SIM_MAX_PRONGS"]
