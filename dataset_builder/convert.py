@@ -225,7 +225,7 @@ _INT32 = np.iinfo(np.int32)
 
 
 def _to_int64(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer/float/bool values → int64 with out-of-int32-range and non-integral values as INVALID_INT; (array, #)."""
+    """Integer/float/bool values → int64, out-of-int32-range and non-integral values as INVALID_INT; (array, #)."""
     if values.dtype.kind == "b":
         return values.astype(np.int64), 0
     if values.dtype.kind in "iu" and values.dtype.itemsize <= 4 and not (values.dtype.kind == "u"
@@ -663,7 +663,8 @@ def _write_atomic_parquet(table: pa.Table, final: Path, row_group_size: int) -> 
 
 def _file_shards(output_dir: Path, stem: str) -> list[Path]:
     """Every finished shard of one source file (by its stem), all splits."""
-    return [shard for split in SPLITS for shard in (output_dir / "data" / split).glob(f"{glob_escape(stem)}{SHARD_GLOB}")]
+    pattern = f"{glob_escape(stem)}{SHARD_GLOB}"
+    return [shard for split in SPLITS for shard in (output_dir / "data" / split).glob(pattern)]
 
 
 def _file_temps(output_dir: Path, stem: str) -> list[Path]:

@@ -12,8 +12,8 @@ from _anatuple import default_columns, write_anatuple
 
 from dataset_builder import cli as data_cli
 from dataset_builder.convert import (
-    BadEventError, BranchTypeError, ConversionError, ConversionFailed, ConvertOptions, CorruptFileError, InconsistentCountsError,
-    MissingBranchError, MissingTreeError, NotRootFileError, convert,
+    BadEventError, BranchTypeError, ConversionError, ConversionFailed, ConvertOptions, CorruptFileError,
+    InconsistentCountsError, MissingBranchError, MissingTreeError, NotRootFileError, convert,
 )
 
 
