@@ -76,13 +76,15 @@ def register(subparsers) -> None:
     conv.add_argument("--no-progress", action="store_true", help="no progress bar")
     conv.set_defaults(func=_convert)
 
-    summ = subparsers.add_parser("dataset-summary", help="print counts and write the dataset card + plots")
-    summ.add_argument("dataset_dir", type=Path)
+    summ = subparsers.add_parser("dataset-summary", help="print counts and write the dataset card + plots",
+                                 formatter_class=defaults)
+    summ.add_argument("dataset_dir", type=Path, help="a folder written by minerva-fm convert")
     summ.set_defaults(func=_summary)
 
-    push = subparsers.add_parser("push-dataset", help="upload Parquet shards + dataset card to a Hub dataset repo")
-    push.add_argument("dataset_dir", type=Path)
-    push.add_argument("repo_id")
-    push.add_argument("--private", action="store_true")
-    push.add_argument("--revision", default=None)
+    push = subparsers.add_parser("push-dataset", help="upload Parquet shards + dataset card to a Hub dataset repo",
+                                 formatter_class=defaults)
+    push.add_argument("dataset_dir", type=Path, help="a folder written by minerva-fm convert")
+    push.add_argument("repo_id", help="Hub dataset repository, e.g. user/minerva-events")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", default=None, help="branch to push to (None: the default branch)")
     push.set_defaults(func=_push)

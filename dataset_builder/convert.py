@@ -4,16 +4,30 @@ Layout of the output::
 
     OUTPUT_DIR/data/{train,validation,test,shifted}/<input-file-stem>-<chunk:05d>.parquet   (zstd)
     OUTPUT_DIR/manifest.json                                                                 (written last)
+    OUTPUT_DIR/.convert-options.json, .convert.lock          (marks the folder as the converter's; the run's lock)
 
 - Reading: one file at a time, in entry chunks of `step_size` (uproot's byte budget), with the explicit branch list
   of `branches.branch_names(mc=...)`; MC vs data is detected from the `mc_*` branches (data → truth columns null).
 - Split: files matching a ``--shifted`` glob go whole to `shifted`; other rows get train/validation/test 80/10/10 from
   a hash of (source file name, entry) — independent of chunking and of the number of workers.
-- Robustness: every shard is written to a temp name and renamed; a chunk whose shards all exist is skipped, so a
-  rerun after a kill resumes and gives the same bytes. Per-chunk counters live in each shard's Parquet metadata so
-  the manifest of a resumed run equals that of an uninterrupted one. A bad file raises a `ConversionError` subclass
-  naming it; its own shards are removed, other files' shards stay, and no manifest is written.
-- Parallelism: a process pool over files (default), or the same per-file function on a Dask cluster.
+- Types: any numeric element type is accepted and cast explicitly (`normalise_chunk`; int32 range-checked, never
+  wrapped); a wrong shape is a `BranchTypeError`. Non-finite or out-of-range values become null where the schema
+  allows it (truth, baselines, keys) and 0 in features; every case is counted in the manifest (`nulled`,
+  `cast_invalid`, `rejected`).
+- Malformed entries (a counter that disagrees with its array, a prong vector not of length 4, blob branches of
+  different lengths) raise `BadEventError` naming the file and entry numbers; ``on_bad_event="skip"`` drops exactly
+  those entries and lists them per file under ``bad_entries``.
+- Robustness: every shard is written to a unique temp name and renamed; a chunk whose shards all exist (and match
+  the sha256 of the previous manifest and the input's recorded sha256) is reused, so a rerun after a kill resumes and
+  gives the same bytes. Per-chunk counters live in each shard's Parquet metadata so the manifest of a resumed run
+  equals that of an uninterrupted one. A rerun reconverts inputs whose content changed, removes shards of inputs no
+  longer given, and converts identical inputs (symlink, copy) once (``duplicate_inputs``). The output folder is
+  locked; a non-empty folder the converter did not write, or one written with other options, needs ``overwrite``.
+  A bad file raises a `ConversionError` subclass naming it; its own shards are removed, other files' shards stay,
+  and no manifest is written.
+- Parallelism: a process pool over files (default; workers exit when the parent dies), or the same per-file
+  function on a Dask cluster. Within a file, reading the next chunk and writing the previous chunk's shards overlap
+  with tokenising the current one. Output bytes do not depend on the number of workers.
 """
 
 from __future__ import annotations

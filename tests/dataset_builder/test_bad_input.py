@@ -356,3 +356,32 @@ def _keep_all():
     from dataset_builder.selection import SelectionConfig
 
     return SelectionConfig(int_types=None)
+
+
+def test_every_cli_option_has_help_and_shows_its_default():
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    data_cli.register(subparsers)
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.dest} has no help"
+        text = sub.format_help()
+        if name in ("generate", "convert"):
+            assert "(default: " in text
+    generate_help = " ".join(subparsers.choices["generate"].format_help().split())
+    assert "--seed SEED random seed (same seed, same files) (default: 0)" in generate_help
+    assert "(default: error)" in subparsers.choices["convert"].format_help()
+
+
+def test_generate_prints_one_line_with_what_it_wrote(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["generate", str(tmp_path / "gen"), "--events", "30", "--files", "2", "--seed", "4"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "wrote 2 synthetic" in out and "30 events" in out and "seed 4" in out
+    args = parser.parse_args(["generate", str(tmp_path / "gen2"), "--events", "1", "--files", "2"])
+    assert args.func(args) == 1
+    assert capsys.readouterr().err.count("\n") == 1
