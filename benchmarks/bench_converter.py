@@ -9,9 +9,12 @@ Each measurement is a ratio taken in one run on one machine, so it does not depe
   tables again with the same Parquet options: the part of the converter's time that no tokenizer speed-up removes.
 - memory: peak RSS of a fresh process converting a small and a 4× larger file (goal: flat, the converter streams
   chunks of `--step-size`).
-- scaling: wall time converting two files with 1 worker over that with 2 workers (process pool).
+- scaling: wall time converting two files with 1 worker over that with 2 workers (process pool), and whether the
+  output bytes are identical.
+- parquet options: writing the converter's own tables with zstd level 1 vs 3, dictionary encoding on/off for the
+  float lists, and BYTE_STREAM_SPLIT for the float columns (seconds and bytes, interleaved).
 
-Results go to benchmarks/results/converter-{throughput,memory,scaling}.json.
+Results go to benchmarks/results/converter-<what>-<conditions>.json (input compression, workers, versions).
 
     PYTHONPATH=. python benchmarks/bench_converter.py --events 50000
 """
@@ -178,6 +181,50 @@ def _throughput(path: Path, work: Path, step_size: str, repeats: int) -> dict:
     return result
 
 
+def parquet_option_variants() -> dict:
+    """Name → pq.write_table keyword arguments (the converter's choice is "zstd1_byte_stream_split_floats")."""
+    floats = ["object_features.list.element.list.element", "event_features.list.element"]
+    base = {"compression": "zstd", "use_dictionary": ["source_file"]}
+    return {
+        "zstd1_dict_source_file": {**base, "compression_level": 1},
+        "zstd3_dict_source_file": {**base, "compression_level": 3},
+        "zstd1_dict_all": {"compression": "zstd", "compression_level": 1, "use_dictionary": True},
+        "zstd1_byte_stream_split_floats": {**base, "compression_level": 1, "use_byte_stream_split": floats},
+    }
+
+
+def bench_parquet_options(work: Path, n_events: int, step_size: str, repeats: int) -> dict:
+    """Write the converter's output tables with each option set, interleaved; medians of wall s and CPU s, bytes."""
+    import io
+    from statistics import median
+
+    import pyarrow.parquet as pq
+
+    [path] = generate(work, n_events, seed=11)
+    out = work / "out-parquet-options"
+    convert_seconds([path], out, step_size, workers=1)
+    tables = [pq.read_table(shard) for shard in sorted(out.rglob("*.parquet"))]
+    variants = parquet_option_variants()
+    runs = {name: {"wall": [], "cpu": [], "bytes": 0} for name in variants}
+    for _ in range(repeats):
+        for name, kwargs in variants.items():
+            sink_bytes = 0
+            wall, cpu = time.perf_counter(), time.process_time()
+            for table in tables:
+                sink = io.BytesIO()
+                pq.write_table(table, sink, row_group_size=10_000, **kwargs)
+                sink_bytes += sink.tell()
+            runs[name]["wall"].append(time.perf_counter() - wall)
+            runs[name]["cpu"].append(time.process_time() - cpu)
+            runs[name]["bytes"] = sink_bytes
+    reference = median(runs["zstd1_dict_source_file"]["cpu"])
+    return {"events": sum(t.num_rows for t in tables), "repeats": repeats, "variants": {
+        name: {"median_wall_s": median(r["wall"]), "median_cpu_s": median(r["cpu"]), "bytes": r["bytes"],
+               "cpu_relative_to_zstd1_dict_source_file": median(r["cpu"]) / reference,
+               "bytes_relative_to_zstd1_dict_source_file": r["bytes"] / runs["zstd1_dict_source_file"]["bytes"]}
+        for name, r in runs.items()}, "converter_choice": "zstd1_byte_stream_split_floats"}
+
+
 def bench_memory(work: Path, sizes: list[int], step_size: str) -> dict:
     """Peak RSS of a fresh converter process per file size."""
     runs = []
@@ -200,14 +247,22 @@ def bench_memory(work: Path, sizes: list[int], step_size: str) -> dict:
 
 def bench_scaling(work: Path, n_events: int, step_size: str, repeats: int) -> dict:
     """Two files: 1 worker vs 2 workers (process pool; includes the pool start-up)."""
-    paths = generate(work, 2 * n_events, seed=13, n_files=2)
+    paths = [recompressed(p, p.parent.parent) for p in generate(work, 2 * n_events, seed=13, n_files=2)]
     one, two = [], []
     for _ in range(repeats):
         one.append(convert_seconds(paths, work / "out-scaling-1", step_size, workers=1)[0])
         two.append(convert_seconds(paths, work / "out-scaling-2", step_size, workers=2)[0])
-    return {"files": 2, "events_per_file": n_events, "step_size": step_size, "repeats": repeats,
-            "seconds_1_worker": one, "seconds_2_workers": two, "speedup_2_over_1": min(one) / min(two),
-            "ideal": 2.0}
+    identical = _digests(work / "out-scaling-1") == _digests(work / "out-scaling-2")
+    return {"files": 2, "events_per_file": n_events, "input_compression": "ZLIB-1", "step_size": step_size,
+            "repeats": repeats, "seconds_1_worker": one, "seconds_2_workers": two,
+            "speedup_2_over_1": min(one) / min(two), "ideal": 2.0, "output_bytes_identical": identical}
+
+
+def _digests(out: Path) -> dict[str, str]:
+    import hashlib
+
+    files = sorted(out.rglob("*.parquet")) + [out / "manifest.json"]
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000, help="events in the throughput file (and per file "
                                                                    "in the scaling test)")
     parser.add_argument("--sizes", type=int, nargs=2, default=[25_000, 100_000], help="memory test file sizes")
-    parser.add_argument("--step-size", default="100 MB")
+    parser.add_argument("--step-size", default="100 MB", help="converter chunk size")
     parser.add_argument("--memory-step-size", default="20 MB",
                         help="chunk budget of the memory test (smaller than the files, to show streaming)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", nargs="*", choices=("throughput", "memory", "scaling"),
-                        default=["throughput", "memory", "scaling"])
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per measurement")
+    parser.add_argument("--only", nargs="*", choices=("throughput", "memory", "scaling", "parquet-options"),
+                        default=["throughput", "memory", "scaling", "parquet-options"],
+                        help="measurements to run")
     parser.add_argument("--work-dir", type=Path, default=None, help="generated files are cached here")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -234,10 +290,18 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: bench_throughput(work, args.events, args.step_size, args.repeats),
         "memory": lambda: bench_memory(work, args.sizes, args.memory_step_size),
         "scaling": lambda: bench_scaling(work, args.events, args.step_size, args.repeats),
+        "parquet-options": lambda: bench_parquet_options(work, args.events, args.step_size, args.repeats),
     }
+    versions = f"uproot{info['uproot']}-pyarrow{info['pyarrow']}"
+    names = {"throughput": f"throughput-lz4-and-zlib1-input-1worker-{versions}",
+             "scaling": f"scaling-zlib1-input-1vs2workers-{versions}",
+             "memory": f"memory-{versions}", "parquet-options": f"parquet-options-zstd1vs3-dict-bss-{versions}"}
     for name in args.only:
-        result = {"benchmark": f"converter-{name}", "machine": info, **benches[name]()}
-        target = args.results_dir / f"converter-{name}.json"
+        result = {"benchmark": f"converter-{name}", "machine": info,
+                  "conditions": f"{info['cpu_count']} CPUs shared with other jobs (1-min load "
+                                f"{info['load_average_1min']:.1f} at start); ratios from interleaved repeats",
+                  **benches[name]()}
+        target = args.results_dir / f"converter-{names[name]}.json"
         target.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result, indent=1))
     return 0

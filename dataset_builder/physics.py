@@ -13,11 +13,14 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 
-# Masses in MeV (PDG 2024).
-M_PROTON = 938.272
-M_PI_CHARGED = 139.570
-M_PI0 = 134.977
-M_MUON = 105.658
+# Masses in MeV (PDG 2024, as scikit-hep `particle` gives them; tests/dataset_builder/test_physics.py checks).
+# The only copy in the project: the synthetic generator imports these.
+M_PROTON = 938.27208943
+M_NEUTRON = 939.5654219
+M_PI_CHARGED = 139.57039
+M_PI0 = 134.9768
+M_MUON = 105.6583755
+M_ELECTRON = 0.51099895069
 
 # The NuMI beam points this far below the detector z axis (it travels "downhill", towards -y): 3.34°.
 # Rotating a detector-frame vector about x by -BEAM_ANGLE_RAD gives beam-frame coordinates (MAT convention).

@@ -112,8 +112,17 @@ BASELINE_COLUMNS = {
     "passes_cc_inclusive": pa.bool_(),  # the reference's regression-evaluation selection
 }
 
+# Central-value MC event weight (float32, nullable): null on data files and on MC files without the weight branch;
+# the manifest names the branch it came from (`branches.WEIGHT_BRANCHES`, e.g. mc_cvweight_total).
+WEIGHT_COLUMNS = {"event_weight": pa.float32()}
+
+# Version of this layout; bumped whenever a column is added, removed or changes type (2: + event_weight).
+SCHEMA_VERSION = 2
+
 PARQUET_SCHEMA = pa.schema(
-    [pa.field(n, t) for n, t in {**KEY_COLUMNS, **OBJECT_COLUMNS, **TRUTH_COLUMNS, **BASELINE_COLUMNS}.items()]
+    [pa.field(n, t) for n, t in
+     {**KEY_COLUMNS, **OBJECT_COLUMNS, **TRUTH_COLUMNS, **BASELINE_COLUMNS, **WEIGHT_COLUMNS}.items()],
+    metadata={b"minerva_fm.schema_version": str(SCHEMA_VERSION).encode()},
 )
 
 SPLITS = ("train", "validation", "test", "shifted")  # "shifted": held-out 1B-like files, out of distribution

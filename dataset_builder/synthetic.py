@@ -4,8 +4,10 @@
 110000+i; ``shifted=True`` gives a 1B-like sample, runs 111000+i, helium target full: ~7 % lower calorimetric response,
 +15 % passive-material energy, helium/aluminium vertices upstream). Each file holds
 
-* ``MasterAnaDev`` — one row per reconstructed interaction: every branch of ``branches.ALL_BRANCHES`` with its dtype
-  (f8 = float64, i4 = int32), shape and unit, plus the ``mc_*`` truth of the matched interaction;
+* ``MasterAnaDev`` — one row per reconstructed interaction: every branch of ``branches.ALL_BRANCHES`` with the element
+  type real files use (``Branch.file_dtype``: Int_t → int32, e.g. ``muon_fuzz_energy`` in whole MeV; else float64),
+  shape and unit, plus the ``mc_*`` truth of the matched interaction and the central-value weight
+  ``mc_cvweight_total`` (``synthetic_weight``);
 * ``Truth`` — the ``mc_*`` branches of every generated interaction (reconstructed or not, about 1.2 per reco row; real files: ~2.9);
 * ``Meta`` — ``POT_Used``, ``POT_Total`` (≈1e19 POT per 186k reco rows, as in a real 1A file),
   ``Total_Reco_Entries``, ``Total_Truth_Entries``.
@@ -32,7 +34,7 @@ import uproot
 
 from minerva_common.atomic import atomic_path
 from dataset_builder.branches import (
-    ALL_BRANCHES, META_TREE, RECO_BRANCHES, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE,
+    ALL_BRANCHES, META_TREE, RECO_BRANCHES, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE, WEIGHT_BRANCHES,
 )
 from dataset_builder.synthetic_physics import TruthBatch, generate_truth
 from dataset_builder.synthetic_reco import reconstructed_mask, simulate_reco
@@ -80,7 +82,9 @@ def write_anatuples(output_dir, n_events: int, seed: int, shifted: bool = False,
 def _write_file(path: Path, n_rows: int, seed: int, index: int, shifted: bool, run: int) -> None:
     """Generate and write one file atomically."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, int(shifted)]))
-    state = {"nth": 0, "gate": 0}
+    # The weights have their own stream, so adding them left every other generated number unchanged.
+    state = {"nth": 0, "gate": 0, "weight_rng": np.random.default_rng(np.random.SeedSequence([seed, index,
+                                                                                              int(shifted), 7]))}
     n_truth_total = 0
     with atomic_path(path) as tmp:
         with uproot.recreate(tmp, compression=COMPRESSION) as f:
@@ -124,7 +128,22 @@ def generate_chunk(rng: np.random.Generator, n_rows: int, shifted: bool, run: in
     reco_cols = simulate_reco(rng, selected, shifted)
     reco_book = {k: v[mask] for k, v in book.items()}
     reco = _reco_columns(reco_cols, _truth_columns(selected, reco_book), reco_book)
+    if "weight_rng" in state:
+        reco[WEIGHT_BRANCHES[0].name] = synthetic_weight(state["weight_rng"], selected)
     return reco, truth_cols
+
+
+def synthetic_weight(rng: np.random.Generator, truth: TruthBatch) -> np.ndarray:
+    """A plausible central-value weight per event (float64, ~1): MINERvA-tune-like factors by process, 5 % spread.
+
+    2p2h ×1.3 (the tune's low-recoil enhancement), resonant pion production at Q² < 0.3 GeV² ×0.8 (low-Q²
+    suppression), QE ×0.95 (RPA-like), times a flux-like log-normal factor of 5 %. Not a physics model.
+    """
+    factor = np.ones(len(truth.enu))
+    factor[truth.int_type == 8] = 1.3
+    factor[(truth.int_type == 2) & (truth.q2 < 0.3e6)] = 0.8
+    factor[truth.int_type == 1] = 0.95
+    return factor * rng.lognormal(0.0, 0.05, len(factor))
 
 
 def _bookkeeping(rng, n: int, run: int, state: dict) -> dict[str, np.ndarray]:
@@ -187,10 +206,13 @@ def _reco_columns(reco: dict, truth_cols: dict, book: dict) -> dict:
     cols = {}
     for branch in RECO_BRANCHES:
         value = reco[branch.name]
+        dtype = branch.file_dtype
         if isinstance(value, tuple):
-            cols[branch.name] = _jagged(np.ascontiguousarray(value[0], dtype=branch.dtype), value[1])
+            cols[branch.name] = _jagged(np.ascontiguousarray(value[0], dtype=dtype), value[1])
+        elif dtype == "i4" and np.asarray(value).dtype.kind == "f":
+            cols[branch.name] = np.rint(value).astype(np.int32)  # e.g. muon_fuzz_energy: Int_t MeV in real files
         else:
-            cols[branch.name] = np.ascontiguousarray(value, dtype=branch.dtype)
+            cols[branch.name] = np.ascontiguousarray(value, dtype=dtype)
     cols.update(truth_cols)
     assert list(cols) == [b.name for b in ALL_BRANCHES]
     return cols

@@ -16,10 +16,16 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-M_MU, M_E, M_PI, M_PI0, M_P, M_N = 105.6584, 0.51100, 139.5704, 134.9768, 938.2721, 939.5654
+from dataset_builder.physics import (
+    BEAM_ANGLE_RAD, M_ELECTRON, M_MUON, M_NEUTRON, M_PI_CHARGED, M_PROTON,
+)
+from dataset_builder.physics import M_PI0 as M_PI0_PHYS
+
+# Masses (MeV) and the beam angle come from dataset_builder.physics, their only definition.
+M_MU, M_E, M_PI, M_PI0, M_P, M_N = M_MUON, M_ELECTRON, M_PI_CHARGED, M_PI0_PHYS, M_PROTON, M_NEUTRON
 M_NUCLEON = 0.5 * (M_P + M_N)
 AMU = 931.494
-BEAM_ANGLE = 0.05887  # rad, NuMI beam below the detector z axis
+BEAM_ANGLE = BEAM_ANGLE_RAD  # rad, NuMI beam below the detector z axis
 K_MAX = 10  # FS slots per interaction: lepton + up to 8 hadrons (nucleon + 7 pions) + nuclear remnant
 
 QE, RES, DIS, COH, MEC = 1, 2, 3, 4, 8

@@ -12,12 +12,15 @@ mass hypothesis (the primary track is always pid 3), pid 8 the charged-pion mass
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from dataset_builder.synthetic_physics import M_MU, M_P, M_PI, M_PI0, TruthBatch, boost
+from dataset_builder.synthetic_physics import M_E, M_MU, M_N, M_P, M_PI, M_PI0, TruthBatch, boost
 
 C_MM_PER_NS = 299.792458
-MAX_PRONGS = 12
+# More than schema.MAX_PRONGS (10) on purpose: the generator must exercise the converter's prong cap/aggregation.
+SIM_MAX_PRONGS = 12
 BLOB_MEAN_E = 9.5  # MeV of visible energy per blob cluster
 TRACKER_Z, ECAL_Z, HCAL_Z = 5980.0, 8422.0, 8900.0
 REGIONS = ("tracker", "ecal", "hcal", "nucl", "od")
@@ -71,7 +74,7 @@ def reconstructed_mask(rng: np.random.Generator, truth: TruthBatch) -> np.ndarra
 def _mass_of(pdg):
     a = np.abs(pdg)
     return np.select([a == 13, a == 11, a == 211, a == 111, a == 2212, a == 2112],
-                     [M_MU, 0.511, M_PI, M_PI0, M_P, 939.565], 0.0)
+                     [M_MU, M_E, M_PI, M_PI0, M_P, M_N], 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------- deposits
@@ -111,75 +114,169 @@ def _split_into_blobs(rng, event, energy, origin, direction, d_lo, d_hi, transve
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = False) -> dict[str, np.ndarray]:
-    """Reco-tree columns (padded/flat numpy; jagged ones as ``(flat, counts)``) for reconstructed interactions."""
-    n, k = truth.pdg.shape
-    pdg, p4 = truth.pdg, truth.p4
-    apdg = np.abs(pdg)
-    mass = _mass_of(pdg)
-    p = _norm(p4[..., :3])
-    direction = p4[..., :3] / np.maximum(p, 1e-9)[..., None]
-    ke = np.maximum(p4[..., 3] - mass, 0.0)
-    vtx = truth.vtx
-    scale = VISIBLE_SCALE * (0.93 if shifted else 1.0)
-    out: dict[str, np.ndarray] = {}
+@dataclass(frozen=True)
+class RecoTune:
+    """Tuned constants of `simulate_reco` (MeV, mm, rad); the defaults are the tuned detector response."""
 
-    # --- muon (MINOS match) and the primary track
-    is_mu = (apdg == 13)
-    mu_p, mu_dir = p[:, 0], direction[:, 0]
+    minos_efficiency: float = 0.97  # MINOS match probability on the plateau
+    minos_max_theta: float = 0.50  # rad: the match turns off around this muon angle ...
+    minos_theta_width: float = 0.025  # ... over this width
+    minos_min_p: float = 1500.0  # MeV: and below this muon momentum ...
+    minos_p_width: float = 200.0  # ... over this width
+    fake_muon_min_p: float = 1500.0  # a pion above this momentum and ...
+    fake_muon_max_theta: float = 0.35  # ... within this angle fakes the muon ...
+    fake_muon_rate: float = 0.15  # ... this often
+    muon_p_resolution: tuple[float, float] = (0.04, 0.08)  # below / above muon_p_resolution_split
+    muon_p_resolution_split: float = 2500.0
+    muon_min_scale: float = 0.3  # smallest reco/true momentum ratio
+    muon_angle_resolution: float = 0.004  # rad
+    muon_charge_flip: float = 0.01
+    muon_time_resolution: float = 2.0  # ns
+    shifted_response: float = 0.93  # 1B-like visible-energy scale
+    fuzz_probability: float = 0.08  # share of untracked deposits that land in the muon fuzz
+    range_per_mev: tuple[float, float] = (1.5, 4.0)  # mm per MeV kinetic energy: protons, others
+    range_limits: tuple[float, float] = (10.0, 3000.0)  # mm
+    neutron_hidden_probability: float = 0.2  # a whole neutron scatter is hidden
+    attached_share: tuple[float, float] = (0.6, 0.95)  # share of an interacting track's shower on its prong
+    prong_energy_resolution: float = 0.08
+    prong_angle_resolution: tuple[float, float] = (0.05, 0.03)  # rad: protons, others
+
+
+TUNE = RecoTune()
+
+
+@dataclass
+class _Particles:
+    """The FS particles of N interactions, padded (N, K): PDG, mass, momentum, direction, kinetic energy."""
+
+    pdg: np.ndarray
+    apdg: np.ndarray
+    p4: np.ndarray
+    mass: np.ndarray
+    p: np.ndarray
+    direction: np.ndarray
+    ke: np.ndarray
+
+    @classmethod
+    def of(cls, truth: TruthBatch) -> _Particles:
+        mass = _mass_of(truth.pdg)
+        p = _norm(truth.p4[..., :3])
+        return cls(truth.pdg, np.abs(truth.pdg), truth.p4, mass, p, truth.p4[..., :3] / np.maximum(p, 1e-9)[..., None],
+                   np.maximum(truth.p4[..., 3] - mass, 0.0))
+
+
+@dataclass
+class _Muon:
+    """The reconstructed muon (a MINOS-matched true muon or a fake from a fast pion)."""
+
+    is_mu: np.ndarray  # (N, K) true muons
+    slot: np.ndarray  # (N,) FS slot the muon track comes from
+    has_muon: np.ndarray
+    true_p: np.ndarray
+    true_dir: np.ndarray
+    p_reco: np.ndarray
+    d_reco: np.ndarray
+    p4: np.ndarray  # (N, 4) reco four-vector
+
+
+def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = False,
+                  tune: RecoTune = TUNE) -> dict[str, np.ndarray]:
+    """Reco-tree columns (padded/flat numpy; jagged ones as ``(flat, counts)``) for reconstructed interactions.
+
+    Steps, in a fixed order of random draws (same seed, same output): muon, tracks and primary, hadron energy
+    deposits and prongs, hadron blobs, photons, noise blobs, event-level sums, Michel electrons.
+    """
+    parts = _Particles.of(truth)
+    scale = VISIBLE_SCALE * (tune.shifted_response if shifted else 1.0)
+    out: dict[str, np.ndarray] = {}
+    muon = _simulate_muon(rng, parts, truth, tune, out)
+    tracked, ke_meas, interacting, primary, raw_pid, any_track = _tracks_and_primary(rng, parts, muon)
+    deposits = Deposits()
+    rest, hadron_geometry = _hadron_deposits(rng, parts, truth, muon, tracked, ke_meas, interacting, primary,
+                                             raw_pid, scale, tune, deposits, out)
+    blob_parts = [_hadron_blobs(rng, parts, truth, tracked & interacting, rest, *hadron_geometry)]
+    blob_parts.append(_photons(rng, out, deposits, truth, scale))
+    blob_parts.append(_noise_blobs(rng, truth.vtx, muon.true_dir, any_track))
+    _blobs(rng, out, deposits, blob_parts)
+    _event_level(rng, out, deposits, truth, muon.has_muon, shifted)
+    out["improved_nmichel"] = _michels(rng, parts.apdg, parts.ke, interacting, muon.is_mu, muon.has_muon,
+                                       parts.p[:, 0], parts.pdg)
+    return out
+
+
+def _simulate_muon(rng: np.random.Generator, parts: _Particles, truth: TruthBatch, tune: RecoTune,
+                   out: dict) -> _Muon:
+    """MINOS match (or a fast pion faking the muon), momentum/angle smearing, charge; fills the muon branches."""
+    n = len(parts.p)
+    is_mu = parts.apdg == 13
+    mu_p, mu_dir = parts.p[:, 0], parts.direction[:, 0]
     theta_det = np.arccos(np.clip(mu_dir[:, 2], -1, 1))
-    p_match = 0.97 * _sigmoid((0.50 - theta_det) / 0.025) * _sigmoid((mu_p - 1500.0) / 200.0)
+    p_match = tune.minos_efficiency * _sigmoid((tune.minos_max_theta - theta_det) / tune.minos_theta_width) \
+        * _sigmoid((mu_p - tune.minos_min_p) / tune.minos_p_width)
     matched = is_mu[:, 0] & (rng.random(n) < p_match)
-    is_pich = apdg == 211
-    lead_pi = np.argmax(np.where(is_pich, p, -1.0), axis=1)
-    lead_pi_p = np.take_along_axis(p, lead_pi[:, None], 1)[:, 0]
-    lead_pi_dir = np.take_along_axis(direction, lead_pi[:, None, None], 1)[:, 0]
-    fake = (~is_mu[:, 0] & (lead_pi_p > 1500.0) & (np.arccos(np.clip(lead_pi_dir[:, 2], -1, 1)) < 0.35)
-            & (rng.random(n) < 0.15))
+    is_pich = parts.apdg == 211
+    lead_pi = np.argmax(np.where(is_pich, parts.p, -1.0), axis=1)
+    lead_pi_p = np.take_along_axis(parts.p, lead_pi[:, None], 1)[:, 0]
+    lead_pi_dir = np.take_along_axis(parts.direction, lead_pi[:, None, None], 1)[:, 0]
+    fake = (~is_mu[:, 0] & (lead_pi_p > tune.fake_muon_min_p)
+            & (np.arccos(np.clip(lead_pi_dir[:, 2], -1, 1)) < tune.fake_muon_max_theta)
+            & (rng.random(n) < tune.fake_muon_rate))
     muon_slot = np.where(fake, lead_pi, 0)
     has_muon = matched | fake
     true_mu_p = np.where(fake, lead_pi_p, mu_p)
     true_mu_dir = np.where(fake[:, None], lead_pi_dir, mu_dir)
-    sigma_p = np.where(true_mu_p < 2500.0, 0.04, 0.08)
-    p_reco = true_mu_p * np.maximum(1.0 + sigma_p * rng.normal(size=n), 0.3)
-    d_reco = _smear_direction(rng, true_mu_dir, np.full(n, 0.004))
+    sigma_p = np.where(true_mu_p < tune.muon_p_resolution_split, *tune.muon_p_resolution)
+    p_reco = true_mu_p * np.maximum(1.0 + sigma_p * rng.normal(size=n), tune.muon_min_scale)
+    d_reco = _smear_direction(rng, true_mu_dir, np.full(n, tune.muon_angle_resolution))
     mu4 = np.concatenate([d_reco * p_reco[:, None], np.sqrt(p_reco**2 + M_MU**2)[:, None]], axis=1)
-    muon_p = np.where(has_muon[:, None], mu4, -999.0)
-    out["muon_corrected_p"] = muon_p
+    out["muon_corrected_p"] = np.where(has_muon[:, None], mu4, -999.0)
     beam_dir = _beam_frame(d_reco)
     out["muon_theta"] = np.where(has_muon, np.arccos(np.clip(beam_dir[:, 2], -1, 1)), -999.0)
     out["muon_phi"] = np.where(has_muon, np.arctan2(beam_dir[:, 1], beam_dir[:, 0]), -999.0)
     out["isMinosMatchTrack"] = has_muon.astype(np.int32)
     slot_pdg = truth.pdg[np.arange(n), muon_slot]
     charge = np.where(np.abs(slot_pdg) == 13, -np.sign(slot_pdg), np.sign(slot_pdg)).astype(float)  # PDG 13 = mu-
-    charge = np.where(rng.random(n) < 0.01, -charge, charge)
+    charge = np.where(rng.random(n) < tune.muon_charge_flip, -charge, charge)
     out["MasterAnaDev_minos_trk_qp"] = np.where(has_muon, charge / p_reco, -9999.0)
-    out["muon_trackVertexTime"] = vtx[:, 3] + rng.normal(0.0, 2.0, n)
+    out["muon_trackVertexTime"] = truth.vtx[:, 3] + rng.normal(0.0, tune.muon_time_resolution, n)
+    return _Muon(is_mu, muon_slot, has_muon, true_mu_p, true_mu_dir, p_reco, d_reco, mu4)
 
-    # --- charged tracks: efficiency, measured kinetic energy, pid
-    tracked, ke_meas, interacting = _tracks(rng, apdg, ke, p, direction, is_mu, muon_slot, has_muon)
+
+def _tracks_and_primary(rng: np.random.Generator, parts: _Particles, muon: _Muon):
+    """Charged-track efficiency and measured energy, the primary track (the muon, else the hardest track or shower)
+    and the raw prong pid codes → (tracked, ke_meas, interacting, primary, raw_pid, any_track)."""
+    n = len(parts.p)
+    tracked, ke_meas, interacting = _tracks(rng, parts.apdg, parts.ke, parts.p, parts.direction, muon.is_mu,
+                                            muon.slot, muon.has_muon)
     rows = np.arange(n)
-    score = np.where(tracked, p, -1.0)
-    score[rows, muon_slot] = np.where(has_muon | (is_mu & tracked)[rows, muon_slot], 1e12, score[rows, muon_slot])
+    score = np.where(tracked, parts.p, -1.0)
+    score[rows, muon.slot] = np.where(muon.has_muon | (muon.is_mu & tracked)[rows, muon.slot], 1e12,
+                                      score[rows, muon.slot])
     any_track = tracked.any(axis=1)
     # Rows without any track: the most energetic visible particle (an EM shower, a low-energy hadron) is the primary.
-    showerable = np.isin(apdg, [111, 211, 2212, 11, 13])
-    score = np.where(any_track[:, None], score, np.where(showerable, p4[..., 3], -1.0))
+    showerable = np.isin(parts.apdg, [111, 211, 2212, 11, 13])
+    score = np.where(any_track[:, None], score, np.where(showerable, parts.p4[..., 3], -1.0))
     primary = np.argmax(score, axis=1)
-    raw_pid = _raw_pid(rng, apdg)
+    raw_pid = _raw_pid(rng, parts.apdg)
     raw_pid[np.arange(n), primary] = 3
+    return tracked, ke_meas, interacting, primary, raw_pid, any_track
 
-    # --- visible energy per particle (MeV) and where it goes
-    deposits = Deposits()
+
+def _hadron_deposits(rng, parts: _Particles, truth: TruthBatch, muon: _Muon, tracked, ke_meas, interacting, primary,
+                     raw_pid, scale: float, tune: RecoTune, deposits: Deposits, out: dict):
+    """Visible hadron energy: on tracks, in the muon fuzz, hidden, attached to prongs (then the prong branches);
+    → (energy left for blobs (N, K), (neutron mask, range mm, event index, vertex time))."""
+    n, k = parts.pdg.shape
+    apdg, ke, p4, vtx = parts.apdg, parts.ke, parts.p4, truth.vtx
     event = np.broadcast_to(np.arange(n)[:, None], (n, k))
     primary_is_muon = np.zeros((n, k), bool)
     primary_is_muon[np.arange(n), primary] = apdg[np.arange(n), primary] == 13
-    primary_is_muon[np.arange(n), muon_slot] |= has_muon
+    primary_is_muon[np.arange(n), muon.slot] |= muon.has_muon
     vis = _visible(rng, apdg, ke, interacting, p4) * scale
     vis = np.where(primary_is_muon, 0.0, vis)
     track_frac = np.where(tracked & ~primary_is_muon, np.clip(ke_meas / np.maximum(ke, 1e-9), 0.0, 1.0), 0.0)
-    rng_mm = np.clip(np.where(apdg == 2212, 1.5, 4.0) * ke, 10.0, 3000.0)
-    mid = vtx[:, None, :3] + direction * (0.5 * rng_mm)[..., None]
+    rng_mm = np.clip(np.where(apdg == 2212, *tune.range_per_mev) * ke, *tune.range_limits)
+    mid = vtx[:, None, :3] + parts.direction * (0.5 * rng_mm)[..., None]
     t_vtx = np.broadcast_to(vtx[:, 3:4], (n, k))
     hadron = (apdg == 211) | (apdg == 2212) | (apdg == 11) | ((apdg == 13) & ~primary_is_muon)
     track_e = vis * track_frac * hadron
@@ -188,11 +285,11 @@ def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = F
     neutron = apdg == 2112
     rest = np.where(neutron, vis, rest)
     u = rng.random((n, k))
-    to_fuzz = (u < 0.08) & has_muon[:, None] & ~neutron
+    to_fuzz = (u < tune.fuzz_probability) & muon.has_muon[:, None] & ~neutron
     # Clusters no object claims (dead regions, cross-talk merged into the vertex) are counted in the recoil sums only:
     # a Beta-distributed share (mean HIDDEN_FRACTION) of every deposit, a whole neutron scatter in 20 % of cases.
     share = rng.beta(1.0, 1.0 / HIDDEN_FRACTION - 1.0, (n, k))
-    hidden_e = np.where(neutron, np.where(u >= 0.8, rest, 0.0), rest * share)
+    hidden_e = np.where(neutron, np.where(u >= 1.0 - tune.neutron_hidden_probability, rest, 0.0), rest * share)
     # Short-range untracked hadrons stay inside the vertex cluster, which is no blob (as in MINERvA's vertex energy).
     # So do small untracked deposits (below the blob clustering threshold).
     in_vertex = hadron & ~tracked & ((rng_mm < VERTEX_RANGE_MM) | (rest < BLOB_MIN_DEPOSIT))
@@ -206,37 +303,36 @@ def simulate_reco(rng: np.random.Generator, truth: TruthBatch, shifted: bool = F
     # Clusters along an interacting track's shower are attached to its prong: the prong's energy includes them
     # (calibrated like the reconstruction's best hypothesis does); the isolated remainder forms blobs.
     own_prong = tracked & ~primary_is_muon & hadron
-    attached = np.where(own_prong, np.where(rest < BLOB_MIN_DEPOSIT, 1.0, rng.uniform(0.6, 0.95, (n, k))) * rest, 0.0)
+    attached = np.where(own_prong, np.where(rest < BLOB_MIN_DEPOSIT, 1.0, rng.uniform(*tune.attached_share, (n, k)))
+                        * rest, 0.0)
     deposits.add(event[own_prong], attached[own_prong], mid[own_prong], t_vtx[own_prong], Deposits.PRONG)
     rest = rest - attached
-    ke_meas = ke_meas + attached / (PRONG_CLUSTER_RESPONSE * VISIBLE_SCALE) * rng.normal(1.0, 0.08, (n, k))
+    ke_meas = ke_meas + attached / (PRONG_CLUSTER_RESPONSE * VISIBLE_SCALE) \
+        * rng.normal(1.0, tune.prong_energy_resolution, (n, k))
     ke_meas = np.maximum(ke_meas, 1.0)
     # The matched muon's prong reproduces the MINOS-corrected muon four-vector exactly (as in real files).
-    ke_meas[np.arange(n), primary] = np.where(has_muon, mu4[:, 3] - M_MU, ke_meas[np.arange(n), primary])
-    prong_dir = _smear_direction(rng, direction, np.where(apdg == 2212, 0.05, 0.03))
-    prong_dir[np.arange(n), primary] = np.where(has_muon[:, None], d_reco, prong_dir[np.arange(n), primary])
-    _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx)
+    ke_meas[np.arange(n), primary] = np.where(muon.has_muon, muon.p4[:, 3] - M_MU, ke_meas[np.arange(n), primary])
+    prong_dir = _smear_direction(rng, parts.direction, np.where(apdg == 2212, *tune.prong_angle_resolution))
+    prong_dir[np.arange(n), primary] = np.where(muon.has_muon[:, None], muon.d_reco, prong_dir[np.arange(n), primary])
+    _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, parts.mass, vtx)
+    return rest, (neutron, rng_mm, event, t_vtx)
 
+
+def _hadron_blobs(rng, parts: _Particles, truth: TruthBatch, tracked_interacting, rest, neutron, rng_mm, event,
+                  t_vtx):
+    """The isolated hadron energy `rest` as blobs: along the track's end for interacting tracks, a neutron's
+    scatter 150-650 mm away, otherwise along the particle's range."""
+    n, k = parts.pdg.shape
     sel = rest > 0
     n_sel = sel.sum()
-    tracked_int = (tracked & interacting)[sel]
+    tracked_int = tracked_interacting[sel]
     d_lo = np.where(neutron[sel], 150.0 + rng.exponential(500.0, n_sel), np.where(tracked_int, 0.6, 0.0) * rng_mm[sel])
     d_hi = np.where(neutron[sel], d_lo + 150.0, np.where(tracked_int, 1.1, 1.0) * rng_mm[sel])
-    beta = np.clip(p[sel] / np.maximum(p4[sel][:, 3], 1e-9), 0.05, 1.0)
+    beta = np.clip(parts.p[sel] / np.maximum(parts.p4[sel][:, 3], 1e-9), 0.05, 1.0)
     speed = np.where(neutron[sel], beta * C_MM_PER_NS, C_MM_PER_NS)
-    blob_parts = [_split_into_blobs(rng, event[sel], rest[sel], np.broadcast_to(vtx[:, None, :3], (n, k, 3))[sel],
-                                    direction[sel], d_lo, d_hi, np.where(neutron[sel], 60.0, 35.0),
-                                    t_vtx[sel], speed, BLOB_MEAN_E)]
-
-    # --- photons from pi0 -> gamma gamma: two slots, the rest as EM blobs
-    blob_parts.append(_photons(rng, out, deposits, truth, scale))
-    blob_parts.append(_noise_blobs(rng, vtx, true_mu_dir, any_track))
-    _blobs(rng, out, deposits, blob_parts)
-
-    # --- event-level sums
-    _event_level(rng, out, deposits, truth, has_muon, shifted)
-    out["improved_nmichel"] = _michels(rng, apdg, ke, interacting, is_mu, has_muon, mu_p, pdg)
-    return out
+    origin = np.broadcast_to(truth.vtx[:, None, :3], (n, k, 3))[sel]
+    return _split_into_blobs(rng, event[sel], rest[sel], origin, parts.direction[sel], d_lo, d_hi,
+                             np.where(neutron[sel], 60.0, 35.0), t_vtx[sel], speed, BLOB_MEAN_E)
 
 
 def _beam_frame(d):
@@ -285,7 +381,7 @@ def _dedx(rng, apdg, p4, mass):
 
 
 def _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, mass, vtx):
-    """Prong arrays: primary first, then the other tracked particles in FS order; at most MAX_PRONGS."""
+    """Prong arrays: primary first, then the other tracked particles in FS order; at most SIM_MAX_PRONGS."""
     n, k = tracked.shape
     slot = np.broadcast_to(np.arange(k), (n, k))
     is_primary = slot == primary[:, None]
@@ -295,7 +391,7 @@ def _prongs(rng, out, tracked, primary, raw_pid, ke_meas, prong_dir, apdg, p4, m
     key = np.where(tracked, np.where(is_primary, -1, slot), k + 1)
     order = np.argsort(key, axis=1, kind="stable")
     valid = np.take_along_axis(key, order, 1) <= k
-    valid &= np.cumsum(valid, axis=1) <= MAX_PRONGS
+    valid &= np.cumsum(valid, axis=1) <= SIM_MAX_PRONGS
 
     def take(a):
         idx = order if a.ndim == 2 else np.broadcast_to(order[..., None], a.shape)
@@ -464,4 +560,4 @@ def _michels(rng, apdg, ke, interacting, is_mu, has_muon, mu_p, pdg):
     return (tag.sum(axis=1) + stop_mu + rng.poisson(0.03, n)).astype(np.int32)
 
 
-__all__ = ["simulate_reco", "reconstructed_mask", "REGIONS", "MAX_PRONGS"]
+__all__ = ["simulate_reco", "RecoTune", "TUNE", "reconstructed_mask", "REGIONS", "SIM_MAX_PRONGS"]

@@ -574,6 +574,14 @@ def event_features(chunk: ak.Array, tokens: ObjectSet, has_muon: np.ndarray, m_g
     return out.astype(np.float32)
 
 
+def _zero_non_finite(values: np.ndarray, name: str, audit: ValueAudit) -> None:
+    """Values that overflowed float32 (e.g. a 1e300 position / 1e4) → 0 in place, counted as "float32_overflow"."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        audit.add("float32_overflow", name, finite.size - np.count_nonzero(finite))
+        values[~finite] = 0.0
+
+
 def tokenize(chunk: ak.Array, config: TokenConfig = TokenConfig()) -> TokenizedChunk:
     """One chunk of MasterAnaDev rows → tokens (muon, photons, blobs, prongs), event features and counters."""
     audit, dropped = ValueAudit(), {}
@@ -589,7 +597,11 @@ def tokenize(chunk: ak.Array, config: TokenConfig = TokenConfig()) -> TokenizedC
     m_gg = np.where(n_photons == 2, physics.invariant_mass_pair(photon_p4[:, 0], photon_p4[:, 1]), 0.0)
     features = np.empty((len(tokens.pid), NUM_OBJECT_FEATURES), dtype=np.float32)
     kinematic_features(tokens.p4, out=features[:, :4])
-    features[:, 4:] = tokens.extra
+    with np.errstate(over="ignore"):
+        features[:, 4:] = tokens.extra
+    _zero_non_finite(features, "object_features", audit)
+    event = event_features(chunk, tokens, has_muon, m_gg, n_pi_kept, audit)
+    _zero_non_finite(event, "event_features", audit)
     truncation = {
         "events_with_blob_aggregate": int(blob_aggregate.counts.sum()), "blobs_merged": blobs_merged,
         "events_with_prong_aggregate": int(prong_aggregate.counts.sum()), "prongs_merged": prongs_merged,
@@ -598,7 +610,7 @@ def tokenize(chunk: ak.Array, config: TokenConfig = TokenConfig()) -> TokenizedC
     offsets = np.concatenate([[0], np.cumsum(tokens.counts)]).astype(np.int32)
     return TokenizedChunk(
         offsets=offsets, pid=tokens.pid, features=features,
-        event_features=event_features(chunk, tokens, has_muon, m_gg, n_pi_kept, audit),
+        event_features=event,
         has_muon=has_muon, muon_p4=muon_p4, n_photons=n_photons, m_gammagamma=m_gg,
         n_pi_prongs_raw=n_pi_raw, truncation=truncation, audit=audit,
     )

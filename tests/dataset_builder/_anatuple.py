@@ -19,7 +19,7 @@ def default_columns(n: int, mc: bool = True) -> dict:
     for spec in ALL_BRANCHES:
         if spec.mc_only and not mc:
             continue
-        dtype = np.float64 if spec.dtype == "f8" else np.int32
+        dtype = np.float64 if spec.file_dtype == "f8" else np.int32
         if spec.shape == "scalar":
             columns[spec.name] = np.zeros(n, dtype=dtype)
         elif spec.shape.startswith("fixed["):
@@ -50,7 +50,7 @@ def write_anatuple(path: Path, columns: dict, meta: dict | None = None, types: d
     types = types or {}
     data = {}
     for name, values in columns.items():
-        default = np.float64 if name not in specs or specs[name].dtype == "f8" else np.int32
+        default = np.float64 if name not in specs or specs[name].file_dtype == "f8" else np.int32
         data[name] = _to_writable(values, types.get(name, default))
     with uproot.recreate(path) as handle:
         handle.mktree(RECO_TREE, {name: _branch_type(values) for name, values in data.items()},

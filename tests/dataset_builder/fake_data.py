@@ -60,6 +60,8 @@ def fake_table(n: int, seed: int, source_file: str = "fake_000.root", with_truth
             columns[name] = pa.array(rng.random(n) < 0.3) if typ == pa.bool_() else pa.array(rng.gamma(2, 0.4, n), typ)
         else:
             columns[name] = pa.nulls(n, typ)
+    columns["event_weight"] = pa.array(rng.lognormal(0.0, 0.05, n), pa.float32()) if with_truth \
+        else pa.nulls(n, pa.float32())
     return pa.table(columns, schema=schema.PARQUET_SCHEMA)
 
 

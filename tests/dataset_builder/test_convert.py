@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -258,3 +259,20 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     subprocess.run(command(fresh), cwd=REPO, env=env, check=True, timeout=300, capture_output=True)
     assert n_partial < len(list((fresh / "data").rglob("*.parquet")))
     assert _snapshot(out) == _snapshot(fresh)
+
+
+def test_iter_converted_tables_streams_the_rows_the_converter_writes(tmp_path):
+    from dataset_builder.convert import iter_converted_tables
+
+    source = _mc_file(tmp_path / "a.root")
+    convert([source], tmp_path / "out", ConvertOptions(step_size=25), workers=1, progress=False)
+    tables = list(iter_converted_tables(source, ConvertOptions(step_size=25)))
+    assert len(tables) == 3 and all(t.schema.remove_metadata().equals(PARQUET_SCHEMA) for t in tables)
+    streamed = pa.concat_tables(tables)
+    assert streamed.column("entry").to_pylist() == sorted(streamed.column("entry").to_pylist())
+    assert streamed.equals(_table(tmp_path / "out").replace_schema_metadata(None))
+    assert not list(tmp_path.glob("*.parquet")) and sorted(p.name for p in tmp_path.iterdir()) == ["a.root", "out"]
+    data = write_anatuple(tmp_path / "data.root", default_columns(4, mc=False))
+    [table] = iter_converted_tables(data)
+    assert table.num_rows == 4 and table.column("e_avail").null_count == 4
+    assert table.column("source_file").to_pylist() == ["data.root"] * 4

@@ -13,7 +13,7 @@ from dataset_builder import physics
 from dataset_builder.convert import ConvertOptions, convert
 
 B = 0.05887  # beam angle below the detector z axis (rad)
-M_P, M_PI, M_PI0 = 938.272, 139.570, 134.977
+M_P, M_PI, M_PI0 = 938.27208943, 139.57039, 134.9768  # PDG (MeV), typed here by hand
 
 # One row per event: (current, intType, Eν, primary lepton (px,py,pz,E), FS list of (pdg, px, py, pz, E)).
 MU_ALONG_BEAM = [0.0, -3000.0 * math.sin(B), 3000.0 * math.cos(B), 3100.0]  # |p| = 3000 along the beam
@@ -143,7 +143,7 @@ def test_rotation_maps_the_beam_direction_onto_z():
 def test_hybrid_q3_reference_formula():
     muon = np.array([[0.0, 0.0, 3000.0, 3010.0], [-999.0, -999.0, 0.0, 0.0]])
     q3 = physics.hybrid_q3(np.array([5000.0, 5000.0]), muon, np.array([True, False]))
-    q2 = 2 * 5000 * (3010 - 3000) - 105.658**2
+    q2 = 2 * 5000 * (3010 - 3000) - 105.6583755**2
     assert q3[0] == pytest.approx(math.sqrt(q2 + 1990**2), rel=1e-12)
     assert np.isnan(q3[1])
 
@@ -169,3 +169,16 @@ def test_unknown_e_avail_convention_is_refused():
     with pytest.raises(ValueError, match="convention"):
         physics.available_energy(physics.FinalState.from_jagged([[211]], [[0.0]], [[0.0]], [[0.0]], [[1.0]]),
                                  convention="paper")
+
+
+def test_masses_are_the_pdg_values_and_defined_once():
+    from particle import Particle
+
+    from dataset_builder import physics, synthetic_physics
+
+    for pdg, mass in ((2212, physics.M_PROTON), (2112, physics.M_NEUTRON), (211, physics.M_PI_CHARGED),
+                      (111, physics.M_PI0), (13, physics.M_MUON), (11, physics.M_ELECTRON)):
+        assert mass == pytest.approx(Particle.from_pdgid(pdg).mass, rel=1e-9), pdg
+    # the generator uses the very same numbers (no re-typed copy)
+    assert (synthetic_physics.M_PI0, synthetic_physics.M_P, synthetic_physics.BEAM_ANGLE) == \
+        (physics.M_PI0, physics.M_PROTON, physics.BEAM_ANGLE_RAD)

@@ -68,7 +68,7 @@ def test_every_contract_branch_has_its_dtype_and_shape(nominal, tree_name, branc
     for branch in branches:
         assert branch.name in arrays.fields, f"{tree_name} lacks {branch.name}"
         typ = str(ak.type(arrays[branch.name]).content)
-        dtype = AK_DTYPE[branch.dtype]
+        dtype = AK_DTYPE[branch.file_dtype]
         expected = {"scalar": dtype, "fixed[4]": f"4 * {dtype}"}.get(branch.shape, f"var * {dtype}")
         assert typ == expected, f"{tree_name}/{branch.name}: {typ} != {expected}"
 

@@ -85,6 +85,7 @@ def make_events(n: int, seed: int, entry_offset: int = 0) -> pa.Table:
     }
     for name, values in {**truth, **baselines}.items():
         cols[name] = pa.array(np.asarray(values).astype(schema.PARQUET_SCHEMA.field(name).type.to_pandas_dtype()))
+    cols["event_weight"] = pa.array(np.ones(n, np.float32))  # schema v2 column (central-value MC weight)
     return pa.Table.from_pydict(cols, schema=schema.PARQUET_SCHEMA)
 
 
