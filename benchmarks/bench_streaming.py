@@ -32,7 +32,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from dataset_builder.collator import MinervaCollator, iter_batches  # noqa: E402
-from dataset_builder.hf_dataset import MinervaEvents  # noqa: E402
+from dataset_builder.hf_dataset import load_events  # noqa: E402
 
 GOAL_RATIO, GOAL_RATE = 0.25, 50_000
 
@@ -71,11 +71,11 @@ def pyarrow_read(files: list[Path], columns: list[str], batch_size: int) -> tupl
 
 
 def stream_collate(data_dir: Path, collator: MinervaCollator, batch_size: int, select: bool) -> tuple[int, Timer]:
-    """Builder streaming -> Arrow batches -> collate_arrow -> tensors, start-up included: (events, timer)."""
+    """load_events streaming (packaged Parquet builder) -> Arrow batches -> collate_arrow -> tensors, start-up included: (events, timer)."""
     n = 0
     with Timer() as timer:
         columns = collator.columns if select else None  # read only what the collator needs, or every column
-        stream = MinervaEvents(data_dir=str(data_dir), columns=columns).as_streaming_dataset(split="train")
+        stream = load_events(str(data_dir), "train", columns=columns)
         for batch in iter_batches(stream, batch_size, collator):
             n += batch["object_features"].shape[0]
     return n, timer
@@ -83,7 +83,7 @@ def stream_collate(data_dir: Path, collator: MinervaCollator, batch_size: int, s
 
 def rows_rate(data_dir: Path, collator: MinervaCollator, batch_size: int, n_rows: int) -> float:
     """Events/s of the per-row path (default format rows -> collator(rows)), for comparison."""
-    stream = MinervaEvents(data_dir=str(data_dir), columns=collator.columns).as_streaming_dataset(split="train")
+    stream = load_events(str(data_dir), "train", columns=collator.columns)
     start, rows, n = time.perf_counter(), [], 0
     for row in stream.take(n_rows):
         rows.append(row)

@@ -18,6 +18,9 @@ import pyarrow as pa
 import torch
 
 from dataset_builder import schema
+from dataset_builder.hf_dataset import guard_stream_shutdown, iter_tables
+
+guard_stream_shutdown()  # the dataset card's snippet opens its stream with plain `load_dataset`, then imports this
 
 TASK_LABEL_COLUMNS = {"regression": ("e_avail", np.float32), "classification": ("topology", np.int64)}
 INPUT_COLUMNS = ("object_pid", "object_features", "event_features")
@@ -115,16 +118,9 @@ class MinervaCollator:
 
 def iter_batches(dataset, batch_size: int, collator: MinervaCollator, drop_last_batch: bool = False,
                  epoch: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
-    """Model-ready batches from a `datasets` Dataset/IterableDataset via Arrow batches (works after
-    `split_dataset_by_node`, `shuffle`, `select_columns`).
-
-    Pass the shuffling `epoch` here instead of calling `dataset.set_epoch` first: in datasets 5.2 `with_format` returns
-    a copy whose epoch is back at 0, which would replay epoch 0's order every epoch. Default: the dataset's own epoch.
-    """
-    arrow = dataset.with_format("arrow")
-    if hasattr(arrow, "set_epoch"):  # IterableDataset; a map-style Dataset has no epoch (shuffle it explicitly)
-        arrow.set_epoch(getattr(dataset, "epoch", 0) if epoch is None else epoch)
-    for table in arrow.iter(batch_size=batch_size, drop_last_batch=drop_last_batch):
+    """Model-ready batches from a `datasets` Dataset/IterableDataset: `hf_dataset.iter_tables` (Arrow batches; works
+    after `split_dataset_by_node`, `shuffle`, `select_columns`; pass the shuffling `epoch` there) + `collate_arrow`."""
+    for table in iter_tables(dataset, batch_size, epoch=epoch, drop_last_batch=drop_last_batch):
         yield collator.collate_arrow(table)
 
 

@@ -1,71 +1,26 @@
 """Streaming the converted events with `datasets`: split lookup, seeded shuffling, per-process sharding, resumable
 epoch iteration and the class / bin statistics the losses need.
 
-A data source is a local folder of Parquet shards or a Hub dataset repo id. Local folders with a dataset card
-(`README.md` with `configs:`) load exactly as the Hub repo would; bare folders are searched for `<split>/*.parquet`,
-`<split>-*.parquet` or `<split>_*.parquet` files. Batches come out as `pyarrow.Table`s (the fast path, hf-integration.md
-§3) and are turned into model tensors by `dataset_builder.collator`.
+A data source is a local folder of Parquet shards or a Hub dataset repo id, loaded through the one path of
+`dataset_builder.hf_dataset.load_events` (the packaged Parquet builder of `datasets`, typed features; a folder with
+a dataset card loads exactly as the Hub repo would). Batches come out as `pyarrow.Table`s (`iter_tables`, the fast
+path, hf-integration.md §3) and are turned into model tensors by `dataset_builder.collator`.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from dataset_builder.hf_dataset import iter_tables, load_events, skip_arrow_shutdown_sleep, split_files
 from dataset_builder.schema import NUM_TOPOLOGIES
 
 
-def split_files(path: str | os.PathLike, split: str) -> list[str]:
-    """Parquet files of `split` in a bare local folder (sorted); empty if the folder has none."""
-    root = Path(path)
-    pattern = re.compile(rf"(^|/){re.escape(split)}(/|[-_.][^/]*$)")
-    files = [p for p in sorted(root.rglob("*.parquet")) if pattern.search(p.relative_to(root).as_posix())]
-    return [str(p) for p in files]
-
-
-def _has_card_configs(root: Path) -> bool:
-    card = root / "README.md"
-    return card.is_file() and "configs:" in card.read_text(encoding="utf-8", errors="replace")
-
-
-def skip_arrow_shutdown_sleep() -> None:
-    """Drop `datasets`' 5 s sleep after every closed multi-shard Parquet stream when pyarrow >= 25.
-
-    datasets 5.2 sleeps `SLEEP_TIME_ON_THREADS_SHUTDOWN` (5 s) whenever an interleaved Parquet stream ends or is closed
-    (every epoch, every capped validation pass) to dodge apache/arrow#45214; its own Parquet reader applies that fix
-    only for pyarrow <= 24, and the sleep alone cost ~50 s of a 2-minute CPU run.
-    """
-    from datasets import config
-    from packaging import version
-
-    if config.PYARROW_VERSION >= version.parse("25.0.0"):
-        config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
-
-
 def load_split(path: str, split: str, revision: str | None = None, streaming: bool = True):
-    """The `split` of a local Parquet folder or Hub dataset repo as a (streaming) `datasets` dataset."""
-    from datasets import load_dataset
-
-    skip_arrow_shutdown_sleep()
-
-    root = Path(path)
-    if root.is_dir():
-        if _has_card_configs(root):
-            return load_dataset(str(root), split=split, streaming=streaming)
-        files = split_files(root, split)
-        if not files:
-            found = sorted({p.relative_to(root).as_posix() for p in root.rglob("*.parquet")})[:10]
-            raise FileNotFoundError(f"no Parquet files for split {split!r} under {root} (looked for {split}/*.parquet, "
-                                    f"{split}-*.parquet, {split}_*.parquet); found: {found}")
-        return load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming)
-    if root.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
-        raise FileNotFoundError(f"data path {path!r} is neither a folder nor a Hub dataset repo id (namespace/name)")
-    return load_dataset(str(path), split=split, revision=revision, streaming=streaming)
+    """The `split` of a local Parquet folder or Hub dataset repo as a typed (streaming) `datasets` dataset."""
+    return load_events(path, split, revision=revision, streaming=streaming)
 
 
 def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int):
@@ -88,26 +43,6 @@ def eval_stream(dataset, rank: int, world_size: int):
     from datasets.distributed import split_dataset_by_node
 
     return split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
-
-
-def iter_tables(dataset, batch_size: int, max_events: int | None = None, epoch: int | None = None
-                ) -> Iterator[pa.Table]:
-    """Arrow batches of up to `batch_size` events (the last may be smaller), stopping after `max_events`.
-
-    Pass the shuffling `epoch` here rather than calling `set_epoch` before: `with_format` returns a copy whose epoch
-    is back at 0 (datasets 5.2), which would replay epoch 0's order every epoch.
-    """
-    arrow = dataset.with_format("arrow")
-    if epoch is not None and hasattr(arrow, "set_epoch"):
-        arrow.set_epoch(epoch)
-    seen = 0
-    for table in arrow.iter(batch_size=batch_size):
-        if max_events is not None:
-            if seen >= max_events:
-                return
-            table = table.slice(0, max_events - seen)
-        seen += table.num_rows
-        yield table
 
 
 class EpochIterator:

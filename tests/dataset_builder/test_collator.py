@@ -81,9 +81,9 @@ def test_null_targets_rejected():
 
 
 def test_iter_batches_streaming(fake_dataset_dir):
-    from dataset_builder.hf_dataset import MinervaEvents
+    from dataset_builder.hf_dataset import load_events
 
-    stream = MinervaEvents(data_dir=str(fake_dataset_dir)).as_streaming_dataset(split="train")
+    stream = load_events(str(fake_dataset_dir), "train")
     batches = list(iter_batches(stream, 64, MinervaCollator(task="classification")))
     assert [b["labels"].shape[0] for b in batches] == [64, 64, 64, 48]
     assert all(b["object_pid"][~b["attention_mask"]].eq(0).all() for b in batches)
@@ -93,9 +93,9 @@ def test_iter_batches_streaming(fake_dataset_dir):
 def test_iter_batches_epoch_reshuffles(fake_dataset_dir):
     """Epoch 1 of a shuffled stream comes out in another order than epoch 0 (same events), via `epoch=` or
     `set_epoch` (which `with_format` alone would reset to 0)."""
-    from dataset_builder.hf_dataset import MinervaEvents
+    from dataset_builder.hf_dataset import load_events
 
-    stream = MinervaEvents(data_dir=str(fake_dataset_dir)).as_streaming_dataset(split="train")
+    stream = load_events(str(fake_dataset_dir), "train")
     stream = stream.shuffle(seed=0, buffer_size=64)
 
     def order(**kwargs):
