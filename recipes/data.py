@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from dataset_builder.hf_dataset import iter_tables, load_events, skip_arrow_shutdown_sleep, split_files
 from dataset_builder.schema import NUM_TOPOLOGIES
@@ -23,14 +24,19 @@ def load_split(path: str, split: str, revision: str | None = None, streaming: bo
     return load_events(path, split, revision=revision, streaming=streaming)
 
 
-def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int):
+def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int, num_workers: int = 0):
     """Shuffle (seeded, buffer) then shard across processes; iterate epoch e with `iter_tables(..., epoch=e)`.
 
     Shuffling before `split_dataset_by_node` keeps the ranks disjoint: with one shard every rank sees the same
     shuffled stream and keeps every world_size-th example; with n_shards % world_size == 0 each rank gets whole shards.
+    With `num_workers` DataLoader workers per process (`batch_loader`) a stream of fewer than world_size x
+    num_workers shards is first resharded per Parquet row group, so no worker idles (docs/data-loading.md).
     """
     from datasets.distributed import split_dataset_by_node
 
+    wanted = world_size * max(num_workers, 1)
+    if num_workers > 1 and getattr(dataset, "num_shards", wanted) < wanted and hasattr(dataset, "reshard"):
+        dataset = dataset.reshard()
     if shuffle_buffer > 0:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
     if world_size > 1:
@@ -84,6 +90,46 @@ class EpochIterator:
         return table
 
 
+class CollatedStream(torch.utils.data.IterableDataset):
+    """Collated model batches of a `datasets` stream for a torch `DataLoader` with workers (`batch_loader`).
+
+    `datasets` splits a stream across DataLoader workers only in its row-by-row `__iter__`; the Arrow fast path
+    (`iter_tables`) does not, so every worker would replay the whole stream. Here each worker takes shards
+    `worker_id::num_workers` explicitly (after the per-process split of `training_stream`), so every event is seen
+    exactly once per epoch over all processes and workers. Workers beyond the number of shards get nothing
+    (datasets #5984): `training_stream(..., num_workers=W)` reshards a Parquet stream per row group first when it has
+    fewer than processes x workers shards.
+    `keep_columns` passes numeric columns through as tensors (e.g. "entry", to identify the events).
+    """
+
+    def __init__(self, dataset, batch_size: int, collator, epoch: int = 0, keep_columns: tuple[str, ...] = ()):
+        self.dataset, self.batch_size, self.collator = dataset, batch_size, collator
+        self.epoch, self.keep_columns = epoch, tuple(keep_columns)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle order of the next iteration (the DataLoader re-creates its workers each epoch)."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        dataset, info = self.dataset, torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 1:
+            if info.id >= dataset.num_shards:
+                return
+            dataset = dataset.shard(num_shards=info.num_workers, index=info.id, contiguous=False)
+        for table in iter_tables(dataset, self.batch_size, epoch=self.epoch):
+            batch = self.collator.collate_arrow(table)
+            for name in self.keep_columns:
+                batch[name] = torch.from_numpy(table.column(name).to_numpy(zero_copy_only=False))
+            yield batch
+
+
+def batch_loader(dataset, batch_size: int, collator, num_workers: int = 0, epoch: int = 0,
+                 keep_columns: tuple[str, ...] = (), **loader_kwargs):
+    """A torch `DataLoader` of collated batches (`CollatedStream`) read by `num_workers` worker processes."""
+    stream = CollatedStream(dataset, batch_size, collator, epoch, keep_columns)
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, **loader_kwargs)
+
+
 def column_values(dataset, column: str, batch_size: int = 65_536) -> np.ndarray:
     """All values of one column of a (streaming) split as a numpy array (one pass, arrow batches)."""
     if column not in (dataset.column_names or [column]):
@@ -118,5 +164,5 @@ def bin_of(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.clip(np.searchsorted(np.asarray(edges), values, side="right") - 1, 0, len(edges) - 2)
 
 
-__all__ = ["split_files", "skip_arrow_shutdown_sleep", "load_split", "training_stream", "eval_stream", "iter_tables", "EpochIterator",
-           "column_values", "inverse_frequency_class_weights", "bin_weights", "bin_of"]
+__all__ = ["split_files", "skip_arrow_shutdown_sleep", "load_split", "training_stream", "eval_stream", "iter_tables",
+           "EpochIterator", "CollatedStream", "batch_loader", "column_values", "inverse_frequency_class_weights", "bin_weights", "bin_of"]

@@ -32,6 +32,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,6 +329,7 @@ def run_predict(cfg: PredictConfig) -> dict:
 
     if cfg.precision not in PRECISIONS:
         raise PredictError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    started = time.perf_counter()
     accelerator = build_accelerator(cfg.cpu)
     model_id, revision = parse_model_ref(cfg.model)
     model, info = load_model(model_id, revision)
@@ -359,6 +361,7 @@ def run_predict(cfg: PredictConfig) -> dict:
     columns = [*dict.fromkeys([*KEY_COLUMNS, *collator.columns, *BASELINE_COLUMNS])]
     bar = tqdm(desc=f"predict {info.get('name')} [{accelerator.process_index}]", unit="ev", unit_scale=True,
                disable=not cfg.progress, position=accelerator.process_index)
+    loop_start, rows = time.perf_counter(), 0
     for unit in mine:
         target = out / f"{unit.name}.parquet"
         if target.is_file():
@@ -368,12 +371,14 @@ def run_predict(cfg: PredictConfig) -> dict:
         tables = unit_tables(unit, streams, cfg.batch_size, columns)
         if unit.path is not None:
             tables = _checked_root_tables(tables, model_id, model.config, unit.path)
-        predict_unit(model, task, tables, collator, accelerator.device, cfg.precision, target, metadata, bar)
+        rows += predict_unit(model, task, tables, collator, accelerator.device, cfg.precision, target, metadata, bar)
     bar.close()
+    timing = {"startup_s": loop_start - started, "predict_s": time.perf_counter() - loop_start, "events": rows}
     accelerator.wait_for_everyone()
     summary = {}
     if accelerator.is_main_process:
         summary = write_info(out, units, run_options)
+        summary["timing_main_process"] = timing  # this run only (skipped shards not counted); not in the JSON
     accelerator.wait_for_everyone()
     return summary
 
