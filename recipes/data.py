@@ -119,7 +119,7 @@ class CollatedStream(torch.utils.data.IterableDataset):
         for table in iter_tables(dataset, self.batch_size, epoch=self.epoch):
             batch = self.collator.collate_arrow(table)
             for name in self.keep_columns:
-                batch[name] = torch.from_numpy(table.column(name).to_numpy(zero_copy_only=False))
+                batch[name] = torch.from_numpy(np.array(table.column(name).to_numpy(zero_copy_only=False)))
             yield batch
 
 
