@@ -142,6 +142,50 @@ def data_layout(arrow_schema: pa.Schema) -> dict[str, int]:
             "pid_vocab": schema.PID_VOCAB_SIZE}
 
 
+SCHEMA_VERSION_KEY = b"minerva_fm.schema_version"
+
+
+def data_schema_version(data: list[str], revision: str | None) -> int | None:
+    """The converted-dataset schema version of the data: a local shard's Parquet metadata or `manifest.json`
+    (local or on the Hub); ROOT inputs are converted by this code (its `schema.SCHEMA_VERSION`); None if unknown."""
+    if is_root_input(data):
+        return getattr(schema, "SCHEMA_VERSION", None)
+    root = Path(data[0])
+    if root.is_dir():
+        shard = next(iter(sorted(root.glob("data/*/*.parquet"))), None)
+        metadata = (pq.read_schema(shard).metadata or {}) if shard else {}
+        if SCHEMA_VERSION_KEY in metadata:
+            return int(metadata[SCHEMA_VERSION_KEY])
+        manifest = root / "manifest.json"
+        return json.loads(manifest.read_text()).get("schema_version") if manifest.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        manifest = hf_hub_download(data[0], "manifest.json", repo_type="dataset", revision=revision)
+    except Exception:  # noqa: BLE001 - a Hub dataset without a manifest has no recorded version
+        return None
+    return json.loads(Path(manifest).read_text()).get("schema_version")
+
+
+def model_schema_version(config) -> int | None:
+    """The schema version a model was trained on (`config.minerva_schema_version`, set at export), if recorded."""
+    value = getattr(config, "minerva_schema_version", None)
+    return int(value) if value is not None else None
+
+
+def check_schema_version(model_name: str, config, data_version: int | None, data_name: str) -> None:
+    """Raise a one-line `PredictError` when data, this code and the model disagree on the schema version."""
+    code_version = getattr(schema, "SCHEMA_VERSION", None)
+    if data_version is not None and code_version is not None and data_version != code_version:
+        raise PredictError(f"{data_name} was converted with schema version {data_version}; this minerva-fm reads "
+                           f"version {code_version} (reconvert the data or use the matching minerva-fm)")
+    model_version = model_schema_version(config)
+    known = data_version if data_version is not None else code_version
+    if model_version is not None and known is not None and model_version != known:
+        raise PredictError(f"model {model_name} was trained on schema version {model_version}, {data_name} has "
+                           f"version {known} (docs/tensor-layout.md, dataset_builder/schema.py)")
+
+
 def check_layout(model_name: str, config, arrow_schema: pa.Schema, data_name: str) -> None:
     """Raise a one-line `PredictError` when the model's input layout does not match the data's columns."""
     missing = [name for name in (*schema.OBJECT_COLUMNS, *KEY_COLUMNS, *BASELINE_COLUMNS)
@@ -342,6 +386,8 @@ def run_predict(cfg: PredictConfig) -> dict:
     data_name = ", ".join(cfg.data) if roots else cfg.data[0]
     units, streams = (root_units(cfg.data), {}) if roots else dataset_units(cfg.data[0], cfg.split, cfg.data_revision)
     collator = MinervaCollator(task=None)
+    data_version = data_schema_version(cfg.data, cfg.data_revision)
+    check_schema_version(model_id, model.config, data_version, data_name)
     if streams:
         check_layout(model_id, model.config, next(iter(streams.values())).features.arrow_schema, data_name)
     else:
@@ -349,7 +395,7 @@ def run_predict(cfg: PredictConfig) -> dict:
 
     out = Path(cfg.out)
     run_options = {**provenance, "data": cfg.data, "data_revision": cfg.data_revision, "split": cfg.split,
-                   "topology_names": list(schema.TOPOLOGY_NAMES)}
+                   "data_schema_version": data_version, "topology_names": list(schema.TOPOLOGY_NAMES)}
     if accelerator.is_main_process:
         check_marker(out, run_options)
     accelerator.wait_for_everyone()

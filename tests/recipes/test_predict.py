@@ -140,6 +140,27 @@ def test_layout_mismatch_is_a_one_line_error(models, data, tmp_path, capsys):
     assert not (tmp_path / "p").exists() or not list((tmp_path / "p").rglob("*.parquet"))
 
 
+def test_schema_version_mismatch_is_a_one_line_error(models, tmp_path, capsys):
+    from modeling import build_model
+
+    data = write_dataset(tmp_path / "v7", {"test": 20}, seed=1)
+    shard = data / "data" / "test" / "part-00000.parquet"
+    table = pq.read_table(shard)
+    pq.write_table(table.replace_schema_metadata({b"minerva_fm.schema_version": b"7"}), shard)
+    model = build_model("mlp", "regression", "small", hidden_size=16, intermediate_size=32, num_hidden_layers=1)
+    model.config.minerva_schema_version = 6
+    model.save_pretrained(tmp_path / "trained-on-v6")
+    code_version = getattr(schema, "SCHEMA_VERSION", None)
+    assert main(["predict", "--model", str(tmp_path / "trained-on-v6"), "--data", str(data), "--out",
+                 str(tmp_path / "p"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    if code_version is None:  # this code records no version yet: the model's is compared with the data's
+        assert "trained on schema version 6" in err and "has version 7" in err
+    else:
+        assert "converted with schema version 7" in err and f"reads version {code_version}" in err
+
+
 def test_hub_dataset_and_model_at_revision(models, data, tmp_path, hub):
     from huggingface_hub import HfApi
 
