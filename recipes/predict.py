@@ -246,7 +246,9 @@ def root_units(data: list[str]) -> list[Unit]:
     """One unit per AnaTuple ROOT file (folders searched recursively)."""
     from dataset_builder.convert import expand_inputs
 
-    return [Unit(f"{ROOT_FOLDER}/{path.stem}", path=str(path)) for path in expand_inputs(data)]
+    found = expand_inputs(data)
+    files = found[0] if isinstance(found, tuple) else found  # (files, duplicates dropped) in newer converters
+    return [Unit(f"{ROOT_FOLDER}/{path.stem}", path=str(path)) for path in files]
 
 
 def converted_tables(path: str, options=None) -> Iterator[pa.Table]:
