@@ -87,12 +87,11 @@ def data_rate(data_dir: Path, batch_size: int) -> float:
     from dataset_builder.collator import MinervaCollator
     from dataset_builder.hf_dataset import iter_tables, load_events
 
-    from recipes.predict import BASELINE_COLUMNS, KEY_COLUMNS
+    from recipes.predict import READ_COLUMNS
 
     collator = MinervaCollator()
-    columns = [*dict.fromkeys([*KEY_COLUMNS, *collator.columns, *BASELINE_COLUMNS])]  # what predict reads
     start, n = time.perf_counter(), 0
-    for table in iter_tables(load_events(str(data_dir), "test").select_columns(columns), batch_size):
+    for table in iter_tables(load_events(str(data_dir), "test", columns=list(READ_COLUMNS)), batch_size):
         n += collator.collate_arrow(table)["object_features"].shape[0]
     return n / (time.perf_counter() - start)
 

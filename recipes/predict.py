@@ -54,6 +54,8 @@ ROOT_FOLDER = "anatuples"
 KEY_COLUMNS = tuple(schema.KEY_COLUMNS)
 BASELINE_COLUMNS = tuple(schema.BASELINE_COLUMNS)
 PRECISIONS = ("fp32", "bf16", "fp16")
+MODEL_INPUTS = ("object_pid", "object_features", "event_features")  # collator.INPUT_COLUMNS
+READ_COLUMNS = (*KEY_COLUMNS, *MODEL_INPUTS, *BASELINE_COLUMNS)  # all predict reads (truth columns are not)
 
 
 class PredictError(ValueError):
@@ -188,8 +190,7 @@ def check_schema_version(model_name: str, config, data_version: int | None, data
 
 def check_layout(model_name: str, config, arrow_schema: pa.Schema, data_name: str) -> None:
     """Raise a one-line `PredictError` when the model's input layout does not match the data's columns."""
-    missing = [name for name in (*schema.OBJECT_COLUMNS, *KEY_COLUMNS, *BASELINE_COLUMNS)
-               if name not in arrow_schema.names]
+    missing = [name for name in READ_COLUMNS if name not in arrow_schema.names]
     if missing:
         raise PredictError(f"{data_name}: not converted MINERvA events (schema {schema.__name__}): "
                            f"missing columns {missing}")
@@ -225,12 +226,12 @@ def is_root_input(data: list[str]) -> bool:
 
 def dataset_units(data: str, splits: list[str] | None, revision: str | None) -> tuple[list[Unit], dict]:
     """(units, {split: streaming dataset}) of a converted folder or Hub dataset, one unit per input shard."""
-    from recipes.data import load_split
+    from dataset_builder.hf_dataset import load_events
 
     streams = {}
     for split in splits or schema.SPLITS:
         try:
-            streams[split] = load_split(data, split, revision, streaming=True)
+            streams[split] = load_events(data, split, revision, streaming=True, columns=list(READ_COLUMNS))
         except (FileNotFoundError, ValueError) as err:
             if splits:  # asked for explicitly
                 raise PredictError(f"{data}: cannot open split {split!r}: {err}") from err
@@ -276,13 +277,15 @@ def rebatch(tables: Iterator[pa.Table], batch_size: int) -> Iterator[pa.Table]:
             yield table.slice(start, batch_size)
 
 
-def unit_tables(unit: Unit, streams: dict, batch_size: int, columns: list[str]) -> Iterator[pa.Table]:
-    """Arrow batches of one unit's events."""
+def unit_tables(unit: Unit, streams: dict, batch_size: int) -> Iterator[pa.Table]:
+    """Arrow batches of one unit's events (a converted stream reads only `READ_COLUMNS`)."""
+    from dataset_builder.hf_dataset import iter_tables
+
     if unit.path is not None:
         yield from rebatch(converted_tables(unit.path), batch_size)
         return
-    shard = streams[unit.split].shard(num_shards=unit.n, index=unit.index).select_columns(columns)
-    yield from shard.with_format("arrow").iter(batch_size=batch_size)
+    shard = streams[unit.split].shard(num_shards=unit.n, index=unit.index)
+    yield from iter_tables(shard, batch_size)
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -406,7 +409,6 @@ def run_predict(cfg: PredictConfig) -> dict:
 
     model = model.to(accelerator.device).eval()
     mine = units[accelerator.process_index::accelerator.num_processes]
-    columns = [*dict.fromkeys([*KEY_COLUMNS, *collator.columns, *BASELINE_COLUMNS])]
     bar = tqdm(desc=f"predict {info.get('name')} [{accelerator.process_index}]", unit="ev", unit_scale=True,
                disable=not cfg.progress, position=accelerator.process_index)
     loop_start, rows = time.perf_counter(), 0
@@ -416,7 +418,7 @@ def run_predict(cfg: PredictConfig) -> dict:
             continue
         metadata = {**run_options, "unit": unit.name, "split_of_input": unit.split, "input_file": unit.path,
                     "process_index": accelerator.process_index, "num_processes": accelerator.num_processes}
-        tables = unit_tables(unit, streams, cfg.batch_size, columns)
+        tables = unit_tables(unit, streams, cfg.batch_size)
         if unit.path is not None:
             tables = _checked_root_tables(tables, model_id, model.config, unit.path)
         rows += predict_unit(model, task, tables, collator, accelerator.device, cfg.precision, target, metadata, bar)
