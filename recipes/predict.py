@@ -369,6 +369,20 @@ def build_accelerator(cpu: bool):
     return Accelerator(cpu=use_cpu)
 
 
+def open_data(cfg: PredictConfig, model_id: str, config) -> tuple[list[Unit], dict, int | None]:
+    """(units, {split: stream}, data schema version) of `cfg.data`, after the layout and version checks."""
+    roots = is_root_input(cfg.data)
+    if not roots and len(cfg.data) != 1:
+        raise PredictError(f"--data takes one converted folder / Hub dataset id, or ROOT files; got {cfg.data}")
+    data_name = ", ".join(cfg.data) if roots else cfg.data[0]
+    units, streams = (root_units(cfg.data), {}) if roots else dataset_units(cfg.data[0], cfg.split, cfg.data_revision)
+    data_version = data_schema_version(cfg.data, cfg.data_revision)
+    check_schema_version(model_id, config, data_version, data_name)
+    arrow_schema = next(iter(streams.values())).features.arrow_schema if streams else schema.PARQUET_SCHEMA
+    check_layout(model_id, config, arrow_schema, data_name)
+    return units, streams, data_version
+
+
 def run_predict(cfg: PredictConfig) -> dict:
     """Predict every unit assigned to this process; the main process writes `predictions.json`; return it."""
     from tqdm.auto import tqdm
@@ -385,19 +399,7 @@ def run_predict(cfg: PredictConfig) -> dict:
     task = info["task"]
     provenance = {**model_provenance(model_id, revision), "task": task, "backbone": info.get("backbone"),
                   "model_name": info.get("name")}
-    roots = is_root_input(cfg.data)
-    if not roots and len(cfg.data) != 1:
-        raise PredictError(f"--data takes one converted folder / Hub dataset id, or ROOT files; got {cfg.data}")
-    data_name = ", ".join(cfg.data) if roots else cfg.data[0]
-    units, streams = (root_units(cfg.data), {}) if roots else dataset_units(cfg.data[0], cfg.split, cfg.data_revision)
-    collator = MinervaCollator(task=None)
-    data_version = data_schema_version(cfg.data, cfg.data_revision)
-    check_schema_version(model_id, model.config, data_version, data_name)
-    if streams:
-        check_layout(model_id, model.config, next(iter(streams.values())).features.arrow_schema, data_name)
-    else:
-        check_layout(model_id, model.config, schema.PARQUET_SCHEMA, data_name)
-
+    units, streams, data_version = open_data(cfg, model_id, model.config)
     out = Path(cfg.out)
     run_options = {**provenance, "data": cfg.data, "data_revision": cfg.data_revision, "split": cfg.split,
                    "data_schema_version": data_version, "topology_names": list(schema.TOPOLOGY_NAMES)}
@@ -407,6 +409,7 @@ def run_predict(cfg: PredictConfig) -> dict:
     if not accelerator.is_main_process:
         check_marker(out, run_options)
 
+    collator = MinervaCollator(task=None)
     model = model.to(accelerator.device).eval()
     mine = units[accelerator.process_index::accelerator.num_processes]
     bar = tqdm(desc=f"predict {info.get('name')} [{accelerator.process_index}]", unit="ev", unit_scale=True,
