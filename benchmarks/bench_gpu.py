@@ -5,6 +5,9 @@ GPU, one run), plus `minerva-fm predict` throughput.
     PYTHONPATH=. python benchmarks/bench_gpu.py                                     # on the GPU machine
     PYTHONPATH=. python benchmarks/bench_gpu.py --device cpu --tiny --batch-size 16 --steps 2 --predict-events 256
 
+On a lent GPU with a 10-minute limit per command, run `--modes fp32,bf16` and `--modes compile` as two commands
+(each mode's file is written as soon as that mode finishes; compilation takes minutes per model).
+
 One fine-tuning step = forward + backward + AdamW step on a batch of `--batch-size` events with realistic
 multiplicity (mean 11.2 real objects of 33 slots, the collator pads to the longest event). Modes: `fp32`; `bf16`
 (torch.autocast, bf16 activations, fp32 weights); `compile` (torch.compile of the model, bf16 autocast). Each model
@@ -167,6 +170,8 @@ def run_mode(mode: str, args, device: torch.device) -> dict:
     batch = make_batch(args.batch_size, device)
     training = {}
     for name, model in build_models(args.tiny).items():
+        if args.models and name not in args.models.split(","):
+            continue
         try:  # one failing model/mode (e.g. a torch.compile graph break) must not lose the others on a lent GPU
             training[name] = time_training(name, model, batch, device, mode, args.warmup, args.steps)
         except Exception as err:  # noqa: BLE001 - recorded in the results, the run goes on
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--predict-events", type=int, default=100_000,
                         help="events for the predict throughput, 0 to skip (default: %(default)s)")
     parser.add_argument("--tiny", action="store_true", help="tiny CPU test sizes instead of the small presets")
+    parser.add_argument("--models", default=None, help="comma-separated subset of pet_ours,pet_omnilearned,"
+                                                       "particle_vit_ours (default: all)")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "benchmarks" / "results", help="default: %(default)s")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
