@@ -1,6 +1,7 @@
 """Streaming + collate throughput (Parquet -> model-ready tensors) vs a bare pyarrow read of the same columns.
 
     PYTHONPATH=. python benchmarks/bench_streaming.py [--events 100000] [--data DIR] [--batch-size 256]
+    PYTHONPATH=. python benchmarks/bench_streaming.py --loader-workers 0,2 --batch-size 2048 --events 60000
 
 Both paths run in this one process on the same files; the result is their ratio (goals: >= 0.25 of pyarrow and
 >= 50k events/s). Without --data, a converted-layout folder of random valid events is written to a temp dir
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from dataset_builder.collator import MinervaCollator, iter_batches  # noqa: E402
-from dataset_builder.hf_dataset import MinervaEvents  # noqa: E402
+from dataset_builder.hf_dataset import load_events  # noqa: E402
 
 GOAL_RATIO, GOAL_RATE = 0.25, 50_000
 
@@ -71,11 +72,11 @@ def pyarrow_read(files: list[Path], columns: list[str], batch_size: int) -> tupl
 
 
 def stream_collate(data_dir: Path, collator: MinervaCollator, batch_size: int, select: bool) -> tuple[int, Timer]:
-    """Builder streaming -> Arrow batches -> collate_arrow -> tensors, start-up included: (events, timer)."""
+    """load_events streaming (packaged Parquet builder) -> Arrow batches -> collate_arrow -> tensors, start-up included: (events, timer)."""
     n = 0
     with Timer() as timer:
         columns = collator.columns if select else None  # read only what the collator needs, or every column
-        stream = MinervaEvents(data_dir=str(data_dir), columns=columns).as_streaming_dataset(split="train")
+        stream = load_events(str(data_dir), "train", columns=columns)
         for batch in iter_batches(stream, batch_size, collator):
             n += batch["object_features"].shape[0]
     return n, timer
@@ -83,7 +84,7 @@ def stream_collate(data_dir: Path, collator: MinervaCollator, batch_size: int, s
 
 def rows_rate(data_dir: Path, collator: MinervaCollator, batch_size: int, n_rows: int) -> float:
     """Events/s of the per-row path (default format rows -> collator(rows)), for comparison."""
-    stream = MinervaEvents(data_dir=str(data_dir), columns=collator.columns).as_streaming_dataset(split="train")
+    stream = load_events(str(data_dir), "train", columns=collator.columns)
     start, rows, n = time.perf_counter(), [], 0
     for row in stream.take(n_rows):
         rows.append(row)
@@ -91,6 +92,60 @@ def rows_rate(data_dir: Path, collator: MinervaCollator, batch_size: int, n_rows
             n += collator(rows)["object_features"].shape[0]
             rows = []
     return n / (time.perf_counter() - start)
+
+
+def loader_rates(data_dir: Path, collator: MinervaCollator, batch_size: int, workers: list[int],
+                 shuffle_buffer: int, repeats: int) -> dict:
+    """Events/s of the GPU-facing loader (`training_stream` -> `batch_loader`, torch DataLoader with W workers) for
+    each W, one process (median over `repeats`; start-up of the workers included), with the events-once check."""
+    from recipes.data import batch_loader, load_split, training_stream
+
+    rates = {}
+    for n_workers in workers:
+        runs = []
+        for repeat in range(repeats):
+            stream = training_stream(load_split(str(data_dir), "train"), seed=0, shuffle_buffer=shuffle_buffer,
+                                     rank=0, world_size=1, num_workers=n_workers)
+            loader = batch_loader(stream, batch_size, collator, num_workers=n_workers, epoch=repeat,
+                                  keep_columns=("entry",))
+            start, entries = time.perf_counter(), []
+            for batch in loader:
+                entries.append(batch["entry"])
+            wall = time.perf_counter() - start
+            seen = torch.cat(entries)
+            if len(seen) != len(torch.unique(seen)):
+                raise RuntimeError(f"{n_workers} workers: an event came twice")
+            runs.append(len(seen) / wall)
+        rates[f"workers_{n_workers}"] = {"events_per_s_median": round(statistics.median(runs)),
+                                         "runs": [round(r) for r in runs], "shards": stream.num_shards}
+    return rates
+
+
+def loader_main(args) -> dict:
+    """`--loader-workers`: the DataLoader-with-workers benchmark only -> dataloader_workers-*.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data or make_data(Path(tmp), args.events, n_files=args.files)
+        collator = MinervaCollator(task="regression")
+        workers = [int(w) for w in args.loader_workers.split(",")]
+        rates = loader_rates(data_dir, collator, args.batch_size, workers, args.shuffle_buffer, args.repeats)
+    result = {
+        "benchmark": "GPU-facing loader: load_split -> training_stream(shuffle) -> batch_loader (torch DataLoader, "
+                     "W workers, Arrow batches collated in the workers) in one process; every event once checked",
+        "events": args.events, "files": args.files, "batch_size": args.batch_size,
+        "shuffle_buffer": args.shuffle_buffer, "repeats": args.repeats, "events_per_s": rates,
+        "goal_events_per_s_per_process": GOAL_RATE,
+        "goal_met": {k: v["events_per_s_median"] >= GOAL_RATE for k, v in rates.items()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "datasets": datasets.__version__,
+                    "pyarrow": pa.__version__, "torch": torch.__version__,
+                    "note": "shared 2-vCPU machine: W workers compete with the main process for 2 cores"},
+    }
+    name = f"dataloader_workers-{'_'.join(map(str, workers))}-batch{args.batch_size}-files{args.files}.json"
+    path = ROOT / "benchmarks" / "results" / name
+    tmp_out = path.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_out, path)
+    print(json.dumps(result["events_per_s"], indent=2))
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,7 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/streaming_collate_vs_pyarrow.json")
+    parser.add_argument("--loader-workers", default=None, metavar="W,W",
+                        help="only benchmark the DataLoader with these worker counts, e.g. 0,2 (default: off)")
+    parser.add_argument("--files", type=int, default=4, help="shards written without --data (default: %(default)s)")
+    parser.add_argument("--shuffle-buffer", type=int, default=10_000, help="with --loader-workers (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.loader_workers:
+        return loader_main(args)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data or make_data(Path(tmp), args.events)

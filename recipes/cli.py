@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "dataset_builder.cli",  # generate, convert, dataset-summary, push-dataset
     "modeling.cli",  # convert-omnilearned, convert-particle-vit
     "recipes.commands",  # finetune, evaluate, demo
+    "recipes.predict",  # predict
     "model_cards.cli",  # push-model, push-space
 )
 

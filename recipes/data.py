@@ -1,81 +1,42 @@
 """Streaming the converted events with `datasets`: split lookup, seeded shuffling, per-process sharding, resumable
 epoch iteration and the class / bin statistics the losses need.
 
-A data source is a local folder of Parquet shards or a Hub dataset repo id. Local folders with a dataset card
-(`README.md` with `configs:`) load exactly as the Hub repo would; bare folders are searched for `<split>/*.parquet`,
-`<split>-*.parquet` or `<split>_*.parquet` files. Batches come out as `pyarrow.Table`s (the fast path, hf-integration.md
-§3) and are turned into model tensors by `dataset_builder.collator`.
+A data source is a local folder of Parquet shards or a Hub dataset repo id, loaded through the one path of
+`dataset_builder.hf_dataset.load_events` (the packaged Parquet builder of `datasets`, typed features; a folder with
+a dataset card loads exactly as the Hub repo would). Batches come out as `pyarrow.Table`s (`iter_tables`, the fast
+path, hf-integration.md §3) and are turned into model tensors by `dataset_builder.collator`.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 
+from dataset_builder.hf_dataset import iter_tables, load_events, skip_arrow_shutdown_sleep, split_files
 from dataset_builder.schema import NUM_TOPOLOGIES
 
 
-def split_files(path: str | os.PathLike, split: str) -> list[str]:
-    """Parquet files of `split` in a bare local folder (sorted); empty if the folder has none."""
-    root = Path(path)
-    pattern = re.compile(rf"(^|/){re.escape(split)}(/|[-_.][^/]*$)")
-    files = [p for p in sorted(root.rglob("*.parquet")) if pattern.search(p.relative_to(root).as_posix())]
-    return [str(p) for p in files]
-
-
-def _has_card_configs(root: Path) -> bool:
-    card = root / "README.md"
-    return card.is_file() and "configs:" in card.read_text(encoding="utf-8", errors="replace")
-
-
-def skip_arrow_shutdown_sleep() -> None:
-    """Drop `datasets`' 5 s sleep after every closed multi-shard Parquet stream when pyarrow >= 25.
-
-    datasets 5.2 sleeps `SLEEP_TIME_ON_THREADS_SHUTDOWN` (5 s) whenever an interleaved Parquet stream ends or is closed
-    (every epoch, every capped validation pass) to dodge apache/arrow#45214; its own Parquet reader applies that fix
-    only for pyarrow <= 24, and the sleep alone cost ~50 s of a 2-minute CPU run.
-    """
-    from datasets import config
-    from packaging import version
-
-    if config.PYARROW_VERSION >= version.parse("25.0.0"):
-        config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
-
-
 def load_split(path: str, split: str, revision: str | None = None, streaming: bool = True):
-    """The `split` of a local Parquet folder or Hub dataset repo as a (streaming) `datasets` dataset."""
-    from datasets import load_dataset
-
-    skip_arrow_shutdown_sleep()
-
-    root = Path(path)
-    if root.is_dir():
-        if _has_card_configs(root):
-            return load_dataset(str(root), split=split, streaming=streaming)
-        files = split_files(root, split)
-        if not files:
-            found = sorted({p.relative_to(root).as_posix() for p in root.rglob("*.parquet")})[:10]
-            raise FileNotFoundError(f"no Parquet files for split {split!r} under {root} (looked for {split}/*.parquet, "
-                                    f"{split}-*.parquet, {split}_*.parquet); found: {found}")
-        return load_dataset("parquet", data_files={split: files}, split=split, streaming=streaming)
-    if root.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
-        raise FileNotFoundError(f"data path {path!r} is neither a folder nor a Hub dataset repo id (namespace/name)")
-    return load_dataset(str(path), split=split, revision=revision, streaming=streaming)
+    """The `split` of a local Parquet folder or Hub dataset repo as a typed (streaming) `datasets` dataset."""
+    return load_events(path, split, revision=revision, streaming=streaming)
 
 
-def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int):
+def training_stream(dataset, seed: int, shuffle_buffer: int, rank: int, world_size: int, num_workers: int = 0):
     """Shuffle (seeded, buffer) then shard across processes; iterate epoch e with `iter_tables(..., epoch=e)`.
 
     Shuffling before `split_dataset_by_node` keeps the ranks disjoint: with one shard every rank sees the same
     shuffled stream and keeps every world_size-th example; with n_shards % world_size == 0 each rank gets whole shards.
+    With `num_workers` DataLoader workers per process (`batch_loader`) a stream of fewer than world_size x
+    num_workers shards is first resharded per Parquet row group, so no worker idles (docs/data-loading.md).
     """
     from datasets.distributed import split_dataset_by_node
 
+    wanted = world_size * max(num_workers, 1)
+    if num_workers > 1 and getattr(dataset, "num_shards", wanted) < wanted and hasattr(dataset, "reshard"):
+        dataset = dataset.reshard()
     if shuffle_buffer > 0:
         dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
     if world_size > 1:
@@ -88,26 +49,6 @@ def eval_stream(dataset, rank: int, world_size: int):
     from datasets.distributed import split_dataset_by_node
 
     return split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
-
-
-def iter_tables(dataset, batch_size: int, max_events: int | None = None, epoch: int | None = None
-                ) -> Iterator[pa.Table]:
-    """Arrow batches of up to `batch_size` events (the last may be smaller), stopping after `max_events`.
-
-    Pass the shuffling `epoch` here rather than calling `set_epoch` before: `with_format` returns a copy whose epoch
-    is back at 0 (datasets 5.2), which would replay epoch 0's order every epoch.
-    """
-    arrow = dataset.with_format("arrow")
-    if epoch is not None and hasattr(arrow, "set_epoch"):
-        arrow.set_epoch(epoch)
-    seen = 0
-    for table in arrow.iter(batch_size=batch_size):
-        if max_events is not None:
-            if seen >= max_events:
-                return
-            table = table.slice(0, max_events - seen)
-        seen += table.num_rows
-        yield table
 
 
 class EpochIterator:
@@ -149,6 +90,46 @@ class EpochIterator:
         return table
 
 
+class CollatedStream(torch.utils.data.IterableDataset):
+    """Collated model batches of a `datasets` stream for a torch `DataLoader` with workers (`batch_loader`).
+
+    `datasets` splits a stream across DataLoader workers only in its row-by-row `__iter__`; the Arrow fast path
+    (`iter_tables`) does not, so every worker would replay the whole stream. Here each worker takes shards
+    `worker_id::num_workers` explicitly (after the per-process split of `training_stream`), so every event is seen
+    exactly once per epoch over all processes and workers. Workers beyond the number of shards get nothing
+    (datasets #5984): `training_stream(..., num_workers=W)` reshards a Parquet stream per row group first when it has
+    fewer than processes x workers shards.
+    `keep_columns` passes numeric columns through as tensors (e.g. "entry", to identify the events).
+    """
+
+    def __init__(self, dataset, batch_size: int, collator, epoch: int = 0, keep_columns: tuple[str, ...] = ()):
+        self.dataset, self.batch_size, self.collator = dataset, batch_size, collator
+        self.epoch, self.keep_columns = epoch, tuple(keep_columns)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle order of the next iteration (the DataLoader re-creates its workers each epoch)."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        dataset, info = self.dataset, torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 1:
+            if info.id >= dataset.num_shards:
+                return
+            dataset = dataset.shard(num_shards=info.num_workers, index=info.id, contiguous=False)
+        for table in iter_tables(dataset, self.batch_size, epoch=self.epoch):
+            batch = self.collator.collate_arrow(table)
+            for name in self.keep_columns:
+                batch[name] = torch.from_numpy(np.array(table.column(name).to_numpy(zero_copy_only=False)))
+            yield batch
+
+
+def batch_loader(dataset, batch_size: int, collator, num_workers: int = 0, epoch: int = 0,
+                 keep_columns: tuple[str, ...] = (), **loader_kwargs):
+    """A torch `DataLoader` of collated batches (`CollatedStream`) read by `num_workers` worker processes."""
+    stream = CollatedStream(dataset, batch_size, collator, epoch, keep_columns)
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, **loader_kwargs)
+
+
 def column_values(dataset, column: str, batch_size: int = 65_536) -> np.ndarray:
     """All values of one column of a (streaming) split as a numpy array (one pass, arrow batches)."""
     if column not in (dataset.column_names or [column]):
@@ -183,5 +164,5 @@ def bin_of(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.clip(np.searchsorted(np.asarray(edges), values, side="right") - 1, 0, len(edges) - 2)
 
 
-__all__ = ["split_files", "skip_arrow_shutdown_sleep", "load_split", "training_stream", "eval_stream", "iter_tables", "EpochIterator",
-           "column_values", "inverse_frequency_class_weights", "bin_weights", "bin_of"]
+__all__ = ["split_files", "skip_arrow_shutdown_sleep", "load_split", "training_stream", "eval_stream", "iter_tables",
+           "EpochIterator", "CollatedStream", "batch_loader", "column_values", "inverse_frequency_class_weights", "bin_weights", "bin_of"]

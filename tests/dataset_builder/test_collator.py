@@ -81,9 +81,9 @@ def test_null_targets_rejected():
 
 
 def test_iter_batches_streaming(fake_dataset_dir):
-    from dataset_builder.hf_dataset import MinervaEvents
+    from dataset_builder.hf_dataset import load_events
 
-    stream = MinervaEvents(data_dir=str(fake_dataset_dir)).as_streaming_dataset(split="train")
+    stream = load_events(str(fake_dataset_dir), "train")
     batches = list(iter_batches(stream, 64, MinervaCollator(task="classification")))
     assert [b["labels"].shape[0] for b in batches] == [64, 64, 64, 48]
     assert all(b["object_pid"][~b["attention_mask"]].eq(0).all() for b in batches)
@@ -93,9 +93,9 @@ def test_iter_batches_streaming(fake_dataset_dir):
 def test_iter_batches_epoch_reshuffles(fake_dataset_dir):
     """Epoch 1 of a shuffled stream comes out in another order than epoch 0 (same events), via `epoch=` or
     `set_epoch` (which `with_format` alone would reset to 0)."""
-    from dataset_builder.hf_dataset import MinervaEvents
+    from dataset_builder.hf_dataset import load_events
 
-    stream = MinervaEvents(data_dir=str(fake_dataset_dir)).as_streaming_dataset(split="train")
+    stream = load_events(str(fake_dataset_dir), "train")
     stream = stream.shuffle(seed=0, buffer_size=64)
 
     def order(**kwargs):
@@ -127,3 +127,52 @@ def test_split_by_node_union_is_everything(tmp_path, n_files, streaming):
         assert 40 <= len(rank_ids) <= 56, f"rank {rank} got {len(rank_ids)} of 96 events"
         ids += rank_ids
     assert len(ids) == 96 and len(set(ids)) == 96
+
+
+def _with_object_values(table: pa.Table, feats: np.ndarray, pids: np.ndarray) -> pa.Table:
+    offsets = pa.array([0, 2, 2, 5], pa.int32())
+    table = table.set_column(table.schema.get_field_index("object_pid"), "object_pid",
+                             pa.ListArray.from_arrays(offsets, pa.array(pids, pa.int32())))
+    values = pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), 9)  # float64 when feats is
+    return table.set_column(table.schema.get_field_index("object_features"), "object_features",
+                            pa.ListArray.from_arrays(offsets, values))
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_values_checked_once_with_column_and_row(rows):
+    """NaN/Inf features, PIDs outside 1..8 and float64 overflow are refused naming column, feature and row."""
+    base = hand_events()  # 3 events with 2, 0, 3 objects
+    entries = base.column("entry").to_pylist()
+
+    def collate(table, task=None):
+        collator = MinervaCollator(task=task)
+        return collator(table.to_pylist()) if rows else collator.collate_arrow(table)
+
+    feats = np.arange(45, dtype=np.float64).reshape(5, 9)
+    feats[3, 4] = np.nan  # event 2 (third row), its second object, log_dedx
+    with pytest.raises(ValueError, match=rf"'object_features': 1 object\(s\) have NaN/Inf \(first: batch row 2, "
+                                         rf".*entry={entries[2]}, object 1, feature 'log_dedx' = nan"):
+        collate(_with_object_values(base, feats, np.array([1, 3, 2, 3, 8])))
+    feats[3, 4] = 1e300  # finite in float64, inf after the float32 cast
+    with pytest.raises(ValueError, match=r"'object_features'.*feature 'log_dedx' = inf"):
+        collate(_with_object_values(base, feats, np.array([1, 3, 2, 3, 8])))
+    feats[3, 4] = 0.5
+    cast = collate(_with_object_values(base, feats, np.array([1, 3, 2, 3, 8])))
+    assert cast["object_features"].dtype == torch.float32
+    np.testing.assert_array_equal(cast["object_features"][2, :3].numpy(), feats[2:].astype(np.float32))
+    for bad_pid in (9, 0):
+        with pytest.raises(ValueError, match=rf"'object_pid': 1 object\(s\) have a PID index outside 1..8 .*"
+                                             rf"batch row 0, .*entry={entries[0]}, value {bad_pid}"):
+            collate(_with_object_values(base, feats, np.array([1, bad_pid, 2, 3, 8])))
+    event = np.asarray(base["event_features"].to_pylist(), np.float32)
+    event[1, 6] = np.inf
+    bad_event = base.set_column(base.schema.get_field_index("event_features"), "event_features",
+                                pa.FixedSizeListArray.from_arrays(pa.array(event.ravel()), 16))
+    with pytest.raises(ValueError, match=r"'event_features': 1 row\(s\) have NaN/Inf \(first: batch row 1.*"
+                                         r"feature 'n_michel' = inf"):
+        collate(bad_event)
+    topology = base.set_column(base.schema.get_field_index("topology"), "topology", pa.array([0, 7, 1], pa.int32()))
+    with pytest.raises(ValueError, match=r"'topology': 1 row\(s\) have a classification target outside 0..4 "
+                                         r"\(first: batch row 1"):
+        collate(topology, task="classification")
+    assert MinervaCollator(validate=False).collate_arrow(bad_event)["event_features"][1, 6] == float("inf")
