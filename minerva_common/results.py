@@ -50,7 +50,7 @@ ignore keys they do not know, writers may add keys without a version bump; renam
                     "n_events": N, "n_selected": M},              # (v1.1) events read / entering the metrics
       "weights": {"column": "event_weight", "used": bool, "reason": "..."},   # (v1.1) event weights in the metrics
       "uncertainties": {"tpr": "clopper-pearson", "confidence_level": 0.6827,  # (v1.1)
-                        "iqr_mpv": "bootstrap", "n_bootstrap": 200, "seed": 0},
+                        "iqr_mpv": "bootstrap", "n_bootstrap": 100, "seed": 0},
       "plots": ["plots/resolution_vs_q3.png", ...],   # relative to the results folder
       "compute": {"eval_events": N, "eval_seconds": s, "device": "cpu" | "cuda:0" | ...}
     }

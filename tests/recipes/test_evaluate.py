@@ -267,3 +267,17 @@ def test_every_evaluate_option_has_help_with_its_default_and_both_push_spellings
             assert action.help and ("default" in action.help or "required" in action.help), action.dest
     for spelling in ("--push-to-hub", "--push_to_hub"):
         assert parser.parse_args(["--model", "m", "--data", "d", spelling, "u/r"]).push_to_hub == "u/r"
+
+
+def test_script_mode_finds_the_evaluate_library_not_this_recipe(trained, tiny_dataset, tmp_path):
+    """`python recipes/evaluate.py` puts recipes/ first on sys.path, where evaluate.py would shadow the library."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "recipes" / "evaluate.py"), "--model", str(trained["regression"]),
+                           "--data", str(tiny_dataset), "--out", str(tmp_path), "--no-plots", "--n-bootstrap", "0"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1].startswith(f"wrote {tmp_path / 'eval_results.json'}")

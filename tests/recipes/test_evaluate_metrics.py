@@ -81,10 +81,11 @@ def test_weighted_mpv_rms_and_iqr():
 
 def test_bootstrap_rows_match_numpy_and_the_asymptotic_iqr_error():
     rng = np.random.default_rng(3)
-    values = rng.normal(1.0, 0.1, (6, 50))
-    weights = np.where(rng.random((6, 50)) < 0.8, 1.0, 0.0)  # zero weight = out of range
-    got = res._iqr_rows(values, weights)
-    want = [np.subtract(*np.percentile(v[w > 0], [75, 25])) for v, w in zip(values, weights)]
+    values = np.sort(rng.normal(1.0, 0.1, (6, 50)), axis=1)
+    used = np.array([50, 49, 30, 2, 1, 0])  # trailing zero weights are left out (out-of-range events)
+    weights = (np.arange(50)[None, :] < used[:, None]).astype(float)
+    got = res.weighted_quantile_rows(values, weights, 0.75) - res.weighted_quantile_rows(values, weights, 0.25)
+    want = [np.subtract(*np.percentile(v[:n], [75, 25])) if n else np.nan for v, n in zip(values, used)]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     # normal r with sigma 0.1: SE(IQR) = 1.573 sigma / sqrt(n) (asymptotic order statistics)
     r = rng.normal(1.0, 0.1, 2000)

@@ -27,7 +27,7 @@ PRED_ZERO_BELOW = 0.01  # GeV: predictions below this are set to 0
 R_MAX = 20.0  # IQR / RMS use r in (0, R_MAX]
 MPV_RANGE = (0.0, 2.0)  # MPV histogram range, membership (0, 2]
 MPV_BINS = 100
-N_BOOTSTRAP = 200
+N_BOOTSTRAP = 100  # replicas: the error bars' own relative precision is ~1/sqrt(2 x 100) = 7 %
 SEED = 0
 _MAX_BOOTSTRAP_ELEMENTS = 20_000_000  # replicas x events resampled at once (memory bound)
 
@@ -57,7 +57,7 @@ Args:
     selection (`list` of `bool`, *optional*): an extra event selection (e.g. the CC-inclusive cuts); default: none.
     q3_edges (`list` of `float`, *optional*, defaults to [0, 0.6, 1.2, 1.8, 2.4, 3, 100]): q3 bin edges, (lo, hi].
     low_q3_max (`float`, *optional*, defaults to 1.2): upper edge (GeV) of the low-q3 region (0, low_q3_max].
-    n_bootstrap (`int`, *optional*, defaults to 200): bootstrap replicas for the `*_err` values (0: none).
+    n_bootstrap (`int`, *optional*, defaults to 100): bootstrap replicas for the `*_err` values (0: none).
     seed (`int`, *optional*, defaults to 0): seed of the bootstrap.
 Returns:
     `overall`, `low_q3`: dicts with `iqr`, `mpv`, `iqr_over_mpv`, `rms`, `n` (events with finite r), `sum_weights`,
@@ -105,26 +105,31 @@ def check_weights(weights, n: int, name: str = "sample_weight") -> np.ndarray:
 
 # -------------------------------------------------------------------------------------------- weighted statistics
 def weighted_quantile_rows(x_sorted: np.ndarray, w_sorted: np.ndarray, q: float) -> np.ndarray:
-    """Quantile `q` of each row of (B, N) values sorted along axis 1 with positive weights (NaN for an empty row).
+    """Quantile `q` of each row of (B, N) values sorted along axis 1 with weights (NaN for a row without weight).
 
     Points sit at the mid-points of their cumulative weight, rescaled so that the first and last point map to 0 and
-    1: h_k = (S_k - w_k/2 - w_1/2) / (S_N - w_1/2 - w_N/2); the quantile interpolates linearly in h. With equal
-    weights h_k = (k - 1)/(N - 1), i.e. numpy's default ("linear") quantile.
+    1: h_k = (S_k - w_k/2 - w_1/2) / (S_n - w_1/2 - w_n/2); the quantile interpolates linearly in h. With equal
+    weights h_k = (k - 1)/(n - 1), i.e. numpy's default ("linear") quantile. Zero weights may only trail a row
+    (they are left out: n counts the positive ones).
     """
     x, w = np.atleast_2d(x_sorted), np.atleast_2d(w_sorted)
-    rows, n = x.shape
-    if n == 0:
+    rows, width = x.shape
+    n = (w > 0).sum(axis=1)
+    if width == 0:
         return np.full(rows, np.nan)
-    if n == 1:
-        return x[:, 0].astype(np.float64)
+    r = np.arange(rows)
+    last = np.maximum(n - 1, 0)
     cum = np.cumsum(w, axis=1)
-    span = cum[:, -1:] - 0.5 * (w[:, :1] + w[:, -1:])
-    h = (cum - 0.5 * w - 0.5 * w[:, :1]) / np.where(span > 0, span, 1.0)
-    k = np.clip((h <= q).sum(axis=1) - 1, 0, n - 2)[:, None]
-    h0, h1 = np.take_along_axis(h, k, 1)[:, 0], np.take_along_axis(h, k + 1, 1)[:, 0]
-    x0, x1 = np.take_along_axis(x, k, 1)[:, 0], np.take_along_axis(x, k + 1, 1)[:, 0]
+    span = cum[:, -1] - 0.5 * (w[:, 0] + w[r, last])
+    h = (cum - 0.5 * w - 0.5 * w[:, :1]) / np.where(span > 0, span, 1.0)[:, None]
+    h = np.where(w > 0, h, np.inf)  # trailing zero weights never bracket q
+    k = np.clip((h <= q).sum(axis=1) - 1, 0, np.maximum(n - 2, 0))
+    k1 = np.minimum(k + 1, last)
+    h0, h1 = h[r, k], h[r, k1]
     frac = np.clip(np.where(h1 > h0, (q - h0) / np.where(h1 > h0, h1 - h0, 1.0), 0.0), 0.0, 1.0)
-    return x0 + frac * (x1 - x0)
+    frac = np.where(np.isfinite(frac), frac, 0.0)
+    value = x[r, k] + frac * (x[r, k1] - x[r, k])
+    return np.where(n > 0, value, np.nan)
 
 
 def weighted_quantile(x, q: float, weights=None) -> float:
@@ -193,7 +198,8 @@ def bootstrap_resolution(r, weights=None, n_bootstrap: int = N_BOOTSTRAP, seed: 
                          n_bins: int = MPV_BINS) -> dict[str, np.ndarray]:
     """IQR, MPV and IQR/MPV of `n_bootstrap` resamples (events drawn with replacement, keeping their weights).
 
-    Vectorised over replicas (in blocks that bound memory); returns {"iqr", "mpv", "iqr_over_mpv"} arrays of
+    Vectorised over replicas (in blocks that bound memory; the events are sorted once and each replica's drawn
+    positions are sorted as integers); returns {"iqr", "mpv", "iqr_over_mpv"} arrays of
     length `n_bootstrap` (NaN where a replica has no event in range).
     """
     r = np.asarray(r, dtype=np.float64)
@@ -205,31 +211,21 @@ def bootstrap_resolution(r, weights=None, n_bootstrap: int = N_BOOTSTRAP, seed: 
         return out
     rng = np.random.default_rng(seed)
     in_iqr = (r > 0) & (r <= R_MAX)
-    mpv_idx = mpv_bin_index(r, n_bins)
+    order = np.argsort(np.where(in_iqr, r, np.inf), kind="stable")  # out-of-range events last
+    r_sorted, w_iqr, w_sorted = r[order], (w * in_iqr)[order], w[order]
+    mpv_idx = mpv_bin_index(r_sorted, n_bins)
     block = max(1, _MAX_BOOTSTRAP_ELEMENTS // r.size)
     for start in range(0, n_bootstrap, block):
         rows = min(block, n_bootstrap - start)
-        pick = rng.integers(0, r.size, size=(rows, r.size))
+        # positions in the sorted events: sorting the drawn positions sorts the replica (integers sort fast)
+        pick = np.sort(rng.integers(0, r.size, size=(rows, r.size)), axis=1)
         sl = slice(start, start + rows)
-        out["iqr"][sl] = _iqr_rows(r[pick], w[pick] * in_iqr[pick])
-        out["mpv"][sl] = _mpv_rows(mpv_idx[pick], w[pick], n_bins)
+        x, wq = r_sorted[pick], w_iqr[pick]
+        out["iqr"][sl] = weighted_quantile_rows(x, wq, 0.75) - weighted_quantile_rows(x, wq, 0.25)
+        out["mpv"][sl] = _mpv_rows(mpv_idx[pick], w_sorted[pick], n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["iqr_over_mpv"] = np.where(out["mpv"] > 0, out["iqr"] / out["mpv"], np.nan)
     return out
-
-
-def _iqr_rows(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """P75 - P25 per row; entries with zero weight (out of range) are pushed to the end and carry no weight."""
-    keyed = np.where(weights > 0, values, np.inf)
-    order = np.argsort(keyed, axis=1, kind="stable")
-    x, w = np.take_along_axis(keyed, order, 1), np.take_along_axis(weights, order, 1)
-    counts = (w > 0).sum(axis=1)
-    result = np.full(values.shape[0], np.nan)
-    for n in np.unique(counts[counts > 0]):  # rows grouped by their number of in-range events (few distinct values)
-        rows = counts == n
-        xs, ws = x[rows, :n], w[rows, :n]
-        result[rows] = weighted_quantile_rows(xs, ws, 0.75) - weighted_quantile_rows(xs, ws, 0.25)
-    return result
 
 
 def _mpv_rows(idx: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
