@@ -6,6 +6,11 @@
 `--model` / `--mlp` are save_pretrained folders (with config.json; a LoRA adapter folder is loaded on its base) or Hub
 model ids; `--data` a converted Parquet folder or a Hub dataset id. The results go to `--out` (default: the model
 folder when local), as `eval_results.json` plus `plots/*.png`: the files model_cards/render.py and the Space read.
+Replacing an existing `eval_results.json` is reported on the last printed line; its comparison model is evaluated
+again unless `--mlp` names another one (or `none`), and an existing model card (README.md) is re-rendered.
+
+From Python, `evaluate(model, data, split="test", out_dir=None, mlp=None, **options)` takes the other `EvalConfig`
+fields as keywords (`run_evaluation(EvalConfig(...))` is the same); the model runs on accelerate's device.
 
 The `eval_results.json` layout, its version and its reader (`load_results`) live in minerva_common/results.py (the
 results contract); this module only writes it (`minerva_common.results.dump`).
