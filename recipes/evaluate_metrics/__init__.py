@@ -30,3 +30,19 @@ def _import_hf_evaluate():
 
 
 _import_hf_evaluate()
+
+
+def push_to_hub(namespace: str, names: tuple[str, ...] = METRIC_NAMES, private: bool = False) -> list[str]:
+    """Publish each metric module (its .py and metric card) as a Space `<namespace>/<name>`, the layout
+    `evaluate.load("<namespace>/<name>")` downloads from; returns the repo ids. The Spaces are static (no widget)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repos = []
+    for name in names:
+        repo_id = f"{namespace}/{name}"
+        api.create_repo(repo_id, repo_type="space", space_sdk="static", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(METRICS_DIR / name), repo_id=repo_id, repo_type="space",
+                          allow_patterns=[f"{name}.py", "README.md"], commit_message=f"Upload the {name} metric")
+        repos.append(repo_id)
+    return repos

@@ -167,13 +167,11 @@ def test_metric_modules_load_from_a_space_on_the_hub_without_the_project(hub, tm
     """Upload each module as a Space, then `evaluate.load("user/name")` in a clean interpreter (HF_ENDPOINT)."""
     from huggingface_hub import HfApi
 
-    api = HfApi()
-    for name in METRIC_NAMES:
-        repo = f"{hub.user}/{name}"
-        api.create_repo(repo, repo_type="space", space_sdk="gradio", exist_ok=True)
-        for file in (f"{name}.py", "README.md"):
-            api.upload_file(path_or_fileobj=str(METRICS_DIR / name / file), path_in_repo=file, repo_id=repo,
-                            repo_type="space")
+    from recipes.evaluate_metrics import push_to_hub
+
+    assert push_to_hub(hub.user) == [f"{hub.user}/{name}" for name in METRIC_NAMES]
+    assert {"README.md", "eavail_resolution.py"} <= set(HfApi().list_repo_files(f"{hub.user}/eavail_resolution",
+                                                                              repo_type="space"))
     script = f"""
         import json
         import evaluate

@@ -85,3 +85,9 @@ def test_resolution_plot_draws_iqr_with_errors_and_leaves_empty_bins_empty(tmp_p
     assert any("low $q_3$" in label for label in labels) and "no events in bin" in labels
     assert not [t for t in top.texts if "low" in t.get_text()]  # the low-q3 label is in the legend, off the curves
     assert top.get_ylabel().startswith("IQR")
+
+
+def test_contract_signal_table_is_the_schema_one():
+    from dataset_builder import schema
+
+    assert {k: tuple(v) for k, v in schema.SIGNAL_CLASSES.items()} == contract.SIGNAL_CLASSES
