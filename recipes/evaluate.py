@@ -252,7 +252,8 @@ def classification_entries(probabilities: np.ndarray | None, arrays: dict, weigh
         score = metrics.signal_score(probabilities, signal) if probabilities is not None else np.zeros(y.size)
         res = metrics.tagging_metrics(score, tag, arrays["topology"], signal, variables, weights)
         selected = score >= res["model"]["threshold"]
-        cut = {"fpr_cut": res["cut"]["fpr"], "tpr_cut": res["cut"]["tpr"], "tpr_cut_interval": res["cut"]["tpr_interval"],
+        cut = {"fpr_cut": res["cut"]["fpr"], "tpr_cut": res["cut"]["tpr"],
+               "tpr_cut_interval": res["cut"]["tpr_interval"],
                "n_signal": res["n_signal"], "n_background": res["n_background"],
                "sum_weights_signal": res["sum_weights_signal"], "sum_weights_background": res["sum_weights_background"]}
         with_model = probabilities is not None

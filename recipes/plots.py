@@ -36,7 +36,7 @@ LOSS_LABELS = {  # the models' own loss definitions (modeling/*: heads compute t
     "regression": r"validation loss: Huber($\delta$=1) on $\log(1+E_{avail}/\mathrm{GeV})$",
     "classification": "validation loss: class-weighted cross-entropy (5 topologies)",
 }
-W_LOW_NOTE = ("W < 0.5 GeV: no nucleon among the final-state hadrons\n(e.g. coherent $\\pi$ production; W excludes nuclei)")
+W_LOW_NOTE = "W < 0.5 GeV: no nucleon among the final-state hadrons\n(e.g. coherent $\\pi$ production; W excludes nuclei)"
 # one colour / marker / line per model or baseline in every plot; the first matching key (substring) wins
 MODEL_STYLES = (
     ("calorimetric", {"color": "k", "marker": "s", "ls": "--"}),
@@ -140,8 +140,8 @@ def plot_tpr_bins(entries: dict[str, dict], signal: str, variable: str, path: Pa
             mid, half = (edges[1:] + edges[:-1]) / 2, (edges[1:] - edges[:-1]) / 2
             if "tpr_model" in bins:
                 tpr = _values(bins["tpr_model"])
-                ax.errorbar(mid, tpr, xerr=half, yerr=_asymmetric(tpr, bins.get("tpr_model_lo"), bins.get("tpr_model_hi")),
-                            label=name, capsize=2, **style_for(name))
+                yerr = _asymmetric(tpr, bins.get("tpr_model_lo"), bins.get("tpr_model_hi"))
+                ax.errorbar(mid, tpr, xerr=half, yerr=yerr, label=name, capsize=2, **style_for(name))
             if not cut_drawn:
                 tpr = _values(bins["tpr_cut"])
                 ax.errorbar(mid, tpr, xerr=half, yerr=_asymmetric(tpr, bins.get("tpr_cut_lo"), bins.get("tpr_cut_hi")),
@@ -156,7 +156,8 @@ def plot_tpr_bins(entries: dict[str, dict], signal: str, variable: str, path: Pa
         ax.set_xlabel(VARIABLE_LABELS.get(variable, variable))
         ax.set_ylabel("TPR at the cut tagger's FPR")
         ax.set_ylim(0, 1.05)
-        ax.legend(handles=handles, title=SIGNAL_LABELS.get(signal, signal), loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        ax.legend(handles=handles, title=SIGNAL_LABELS.get(signal, signal), loc="upper left",
+                  bbox_to_anchor=(1.02, 1.0))
         return _save(fig, path)
 
 

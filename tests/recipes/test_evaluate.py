@@ -276,7 +276,8 @@ def test_script_mode_finds_the_evaluate_library_not_this_recipe(trained, tiny_da
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "recipes" / "evaluate.py"), "--model", str(trained["regression"]),
+    script = str(REPO_ROOT / "recipes" / "evaluate.py")
+    done = subprocess.run([sys.executable, script, "--model", str(trained["regression"]),
                            "--data", str(tiny_dataset), "--out", str(tmp_path), "--no-plots", "--n-bootstrap", "0"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

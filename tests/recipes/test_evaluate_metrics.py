@@ -141,7 +141,8 @@ def test_module_defaults_are_the_contract_constants():
 
 # ----------------------------------------------------------------------------------------------- evaluate.load
 def _same(a, b):
-    np.testing.assert_equal(json.loads(json.dumps(contract.json_safe(a))), json.loads(json.dumps(contract.json_safe(b))))
+    as_json = [json.loads(json.dumps(contract.json_safe(x))) for x in (a, b)]
+    np.testing.assert_equal(*as_json)
 
 
 def test_evaluate_load_from_folder_gives_the_recipes_numbers():

@@ -57,7 +57,8 @@ def test_classification_bins_are_checked_against_their_edges(tmp_path):
              "bins": {"variable": "w", "edges": [0.0, 0.5, 1.0], "tpr_model": [0.5], "tpr_cut": [0.4, 0.3]}}
     data = {"task": "classification", "split": "test", "dataset": "d",
             "models": {"m": {"classification": {"cc1pi0": block}}}}
-    with pytest.raises(contract.ResultsError, match=r"field models.m.classification.cc1pi0.bins_by_variable.w.tpr_model"):
+    with pytest.raises(contract.ResultsError,
+                       match=r"field models\.m\.classification\.cc1pi0\.bins_by_variable\.w\.tpr_model"):
         contract.validate(data, "x.json")
     (tmp_path / "eval_results.json").write_text("{not json")
     with pytest.raises(contract.ResultsError, match="not valid JSON"):
@@ -91,3 +92,35 @@ def test_contract_signal_table_is_the_schema_one():
     from dataset_builder import schema
 
     assert {k: tuple(v) for k, v in schema.SIGNAL_CLASSES.items()} == contract.SIGNAL_CLASSES
+
+
+def _capture(monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    return figures
+
+
+def test_tpr_plot_error_bars_and_the_low_w_bin_explained(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    bins = {"variable": "w", "edges": [0.0, 0.5, 1.0, 1.5], "tpr_model": [0.5, 0.8, None], "tpr_cut": [0.4, 0.6, None],
+            "tpr_model_lo": [0.3, 0.7, None], "tpr_model_hi": [0.7, 0.9, None], "tpr_cut_lo": [0.2, 0.5, None],
+            "tpr_cut_hi": [0.6, 0.7, None], "n_signal": [4, 20, 0]}
+    block = {"cc1pi0": {"fpr_cut": 0.1, "bins": bins, "bins_by_variable": {"w": bins}}}
+    plots.plot_tpr_bins({"pet-full": block}, "cc1pi0", "w", tmp_path / "t.png")
+    ax = figures[0].axes[0]
+    model = ax.containers[0]
+    assert model.has_yerr and np.isnan(model.lines[0].get_ydata()[2])  # the empty bin is not drawn as 0
+    assert any("W < 0.5 GeV" in t.get_text() for t in ax.texts)
+    assert "no events in bin" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_loss_plot_names_the_task_and_the_loss(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "val/loss": 0.5}\n{"step": 2, "val/loss": 0.4}\n')
+    (run / "train_config.json").write_text('{"model": {"task": "regression"}}')
+    plots.plot_training_curves({"pet-full": run / "metrics.jsonl"}, tmp_path / "l.png")
+    ax = figures[0].axes[0]
+    assert "Huber" in ax.get_ylabel() and ax.get_title().startswith("regression")
+    assert ax.lines[0].get_color() == plots.style_for("pet-full")["color"]
