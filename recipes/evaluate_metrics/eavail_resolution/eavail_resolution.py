@@ -126,7 +126,8 @@ def weighted_quantile_rows(x_sorted: np.ndarray, w_sorted: np.ndarray, q: float)
     k = np.clip((h <= q).sum(axis=1) - 1, 0, np.maximum(n - 2, 0))
     k1 = np.minimum(k + 1, last)
     h0, h1 = h[r, k], h[r, k1]
-    frac = np.clip(np.where(h1 > h0, (q - h0) / np.where(h1 > h0, h1 - h0, 1.0), 0.0), 0.0, 1.0)
+    with np.errstate(invalid="ignore"):  # rows without weight have h = inf everywhere
+        frac = np.clip(np.where(h1 > h0, (q - h0) / np.where(h1 > h0, h1 - h0, 1.0), 0.0), 0.0, 1.0)
     frac = np.where(np.isfinite(frac), frac, 0.0)
     value = x[r, k] + frac * (x[r, k1] - x[r, k])
     return np.where(n > 0, value, np.nan)
