@@ -110,7 +110,10 @@ def test_binned_tpr_right_open_bins_last_closed():
     w = np.array([0.2, 0.4, 0.5, 4.0, 0.1])  # 0.5 -> [0.5, 1.0); 4.0 -> last bin [3.5, 4.0]
     bins = m.binned_tpr(y, selected, w, m.W_EDGES)
     assert len(bins) == 8
-    assert bins[0] == {"lo": 0.0, "hi": 0.5, "tpr": 0.5, "n_signal": 2}
+    assert {k: bins[0][k] for k in ("lo", "hi", "tpr", "n_signal")} == {"lo": 0.0, "hi": 0.5, "tpr": 0.5, "n_signal": 2}
+    # Clopper-Pearson 68.27 % for 1 of 2: beta.ppf(0.15865, 1, 2) and beta.ppf(0.84135, 2, 1)
+    assert bins[0]["tpr_lo"] == pytest.approx(1 - math.sqrt(1 - 0.158655), abs=1e-5)
+    assert bins[0]["tpr_hi"] == pytest.approx(math.sqrt(0.841345), abs=1e-5)
     assert bins[1]["tpr"] == 1.0 and bins[1]["n_signal"] == 1
     assert bins[7]["tpr"] == 1.0 and bins[7]["n_signal"] == 1
     assert math.isnan(bins[3]["tpr"]) and bins[3]["n_signal"] == 0
