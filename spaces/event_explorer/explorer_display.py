@@ -81,8 +81,11 @@ def event_figures(objects: pd.DataFrame, title: str = "") -> tuple[go.Figure, go
     views.update_yaxes(title_text="x (mm)", row=1, col=1)
     views.update_yaxes(title_text="y (mm)", row=1, col=2)
     views.update_layout(title=title, height=420, margin=dict(l=40, r=10, t=60, b=40), legend_title_text="object")
-    scene.update_layout(title=title, height=520, margin=dict(l=0, r=0, t=40, b=0),
-                        scene=dict(xaxis_title="z (mm)", yaxis_title="x (mm)", zaxis_title="y (mm)"))
+    # camera far enough out that the whole box, its tick labels included, stays inside the figure
+    scene.update_layout(title=title, height=560, margin=dict(l=0, r=0, t=40, b=10), legend=dict(x=0.8, y=0.95),
+                        scene=dict(xaxis_title="z (mm)", yaxis_title="x (mm)", zaxis_title="y (mm)",
+                                   aspectmode="cube", camera=dict(eye=dict(x=1.65, y=1.65, z=0.9)),
+                                   domain=dict(x=[0.0, 0.78], y=[0.0, 1.0])))
     return views, scene
 
 

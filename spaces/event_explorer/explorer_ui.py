@@ -19,7 +19,7 @@ from explorer_data import (ALL_CHANNELS, MAX_EVENTS, MAX_UPLOAD_MB, Sample, User
 from explorer_display import decode_objects, event_feature_table, event_figures, event_title, truth_table
 from explorer_models import (allow_models, check_model_inputs, checked_model_id, default_model_ids, event_batch,
                              format_prediction, load_model, model_summary, predict, working_points)
-from explorer_schema import OBJECT_TABLE_COLUMNS, PID_NOTE, SCHEMA_SOURCE, SIGNAL_LABELS, TOPOLOGY_NAMES
+from explorer_schema import OBJECT_TABLE_COLUMNS, PID_LABELS, PID_NOTE, SCHEMA_SOURCE, SIGNAL_LABELS, TOPOLOGY_NAMES
 
 DATASET_ENV = "MINERVA_EXPLORER_DATASET"
 DEFAULT_DATASET = "minerva-fm/minerva-me-fhc-synthetic"
@@ -28,7 +28,10 @@ FILTER_MAX_GEV = 100.0  # default upper edge of the q3 / W filters (covers every
 PREDICTION_COLUMNS = ("model", "quantity", "model value", "truth", "baseline", "model decision")
 CSS = """
 #prediction-table table, #objects table { width: 100%; }
-#summary-plots img { object-fit: contain !important; }
+/* evaluation plots drawn whole: no square thumbnails, no fixed-height scroll box that cuts their axis labels */
+#summary-plots .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#summary-plots .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
+#summary-plots .thumbnail-item img { height: auto !important; object-fit: contain !important; }
 """
 
 
@@ -135,7 +138,8 @@ def show_event(index, models: list[str] | None, state: dict, request: gr.Request
     row = event_row(state["table"], index)
     objects = decode_objects(row)
     views, scene = event_figures(objects, event_title(row, index))
-    return (views, scene, objects.drop(columns=["has position"]), event_feature_table(row), truth_table(row),
+    shown = objects.drop(columns=["has position"]).assign(type=objects["type"].map(lambda k: PID_LABELS.get(k, k)))
+    return (views, scene, shown, event_feature_table(row), truth_table(row),
             share_link(state, index, models, request), f"Showing {event_title(row, index)} ({len(objects)} objects).")
 
 
@@ -209,7 +213,8 @@ def prediction_records(model_id: str, result: dict, row: dict, points: dict) -> 
     for signal, score in result["scores"].items():
         point = points.get(signal)
         decision = ("no working point" if point is None else
-                    f"{'tagged' if result['decisions'][signal] else 'not tagged'} (≥ {point['threshold']:.4f})")
+                    f"tagged (score ≥ {point['threshold']:.4f})" if result["decisions"][signal] else
+                    f"not tagged (score < {point['threshold']:.4f})")
         truth = "" if topology is None else ("signal" if int(topology) in _signal_classes(signal) else "background")
         tag = row.get(f"tag_{signal}")
         records.append({"model": model_id, "quantity": f"{SIGNAL_LABELS.get(signal, signal)} score",
@@ -276,11 +281,13 @@ def _allowed_query_models(value: str) -> tuple[list[str], list[str]]:
 
 
 @_guarded(7, 6)
-def show_after_page_load(index, models: list[str] | None, state: dict, request: gr.Request = None):
-    """The event of the share link (keeping the page-load message when no sample is loaded)."""
+def show_after_page_load(index, models: list[str] | None, state: dict, message: str, request: gr.Request = None):
+    """The event of the share link, after the page-load message (kept alone when no sample is loaded)."""
     if state["table"] is None:
         return tuple(gr.update() for _ in range(7))
-    return show_event(index, models, state, request)
+    outputs = list(show_event(index, models, state, request))
+    outputs[-1] = f"{message} {outputs[-1]}"
+    return tuple(outputs)
 
 
 def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None) -> gr.Blocks:
@@ -326,9 +333,10 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
                                        interactive=False, elem_id="objects")
                 with gr.Row():
                     features = gr.Dataframe(pd.DataFrame(columns=["feature", "value"]), label="event features",
-                                            interactive=False, elem_id="event-features")
+                                            interactive=False, max_height=720, elem_id="event-features")
                     truth = gr.Dataframe(pd.DataFrame(columns=["quantity", "value", "unit"]),
-                                         label="truth and baselines", interactive=False, elem_id="truth")
+                                         label="truth and baselines", interactive=False, max_height=720,
+                                         elem_id="truth")
             with gr.Tab("Predictions"):
                 models = gr.Dropdown(model_ids, value=model_ids[:1], multiselect=True, allow_custom_value=True,
                                      label="models (allow-listed Hub repo ids, ns/name[@revision])", elem_id="models")
@@ -361,5 +369,5 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
                              api_name="predict")
         summary_button.click(show_summary, [summary_model], [summary_md, summary_plots], api_name="summary")
         demo.load(on_page_load, [state], [state, dataset, split, index, models, status], api_visibility="private").then(
-            show_after_page_load, [index, models, state], event_outputs)
+            show_after_page_load, [index, models, state, status], event_outputs)
     return demo

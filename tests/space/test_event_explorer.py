@@ -210,7 +210,7 @@ def test_prediction_decision_at_the_working_point(explorer, events_parquet):
     assert "CC1π±: score 0.1000 → no working point" in line
     records = explorer.ui.prediction_records("u/m", result, row, points)
     assert list(records[0]) == list(explorer.ui.PREDICTION_COLUMNS)
-    assert [r["model decision"] for r in records if r["quantity"] == "CC1π⁰ score"] == ["tagged (≥ 0.4000)"]
+    assert [r["model decision"] for r in records if r["quantity"] == "CC1π⁰ score"] == ["tagged (score ≥ 0.4000)"]
 
 
 def test_root_upload_goes_through_the_converter(explorer, tmp_path):
