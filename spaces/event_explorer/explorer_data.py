@@ -23,6 +23,7 @@ ALL_CHANNELS = "all"
 ID_COLUMNS = ("run", "subrun", "gate")
 # Hub repo ids only ("namespace/name"): no absolute, relative or home paths, no URLs.
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+HUB_TIMEOUT_S = 10.0  # one quick metadata request decides whether the Hub is reachable (no ~23 s of retries)
 _LEAF_BYTES = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
 
 
@@ -44,6 +45,24 @@ def check_repo_id(repo_id: str, kind: str = "dataset") -> str:
     if ".." in repo_id or not REPO_ID_PATTERN.match(repo_id):
         raise UserInputError(f"{kind} id must be a Hub repo id 'namespace/name' (not a path or URL), got {repo_id!r}")
     return repo_id
+
+
+def hub_repo_info(repo_id: str, repo_type: str, revision: str | None = None):
+    """The repo's Hub metadata from one request that fails fast with the reason; None in offline mode (cache only)."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        return HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision, timeout=HUB_TIMEOUT_S)
+    except RevisionNotFoundError:
+        raise UserInputError(f"{repo_type} {repo_id!r} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise UserInputError(f"{repo_type} repo {repo_id!r} not found on {constants.ENDPOINT}") from None
+    except Exception as err:  # noqa: BLE001 - network errors of any HTTP backend
+        raise UserInputError(f"could not reach the Hub ({constants.ENDPOINT}) for {repo_type} {repo_id!r}: "
+                             f"{type(err).__name__}: {err}") from None
 
 
 def read_upload(path: str | Path, max_events: int = MAX_EVENTS) -> Sample:
@@ -172,10 +191,10 @@ def validate_table(table: pa.Table, source: str) -> pa.Table:
         column = table[name]
         nested_nulls = pc.list_flatten(column).null_count if name != "n_objects" else 0
         if column.null_count or nested_nulls:
-            first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0]) if column.null_count else None
-            where = f" (first: event {first})" if first is not None else " (inside the lists)"
-            raise UserInputError(f"{source}: column {name!r} has null values in "
-                                 f"{column.null_count or nested_nulls} events{where}; every event needs its model inputs")
+            nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+            where = f" (first: event {int(nulls[0])})" if len(nulls) else " (inside the lists)"
+            raise UserInputError(f"{source}: column {name!r} has null values in {column.null_count or nested_nulls} "
+                                 f"events{where}; every event needs its model inputs")
     try:
         n_pid = pc.list_value_length(table["object_pid"])
         n_feat = pc.list_value_length(table["object_features"])
@@ -199,6 +218,7 @@ def load_hub_split(dataset_id: str, split: str, max_events: int = MAX_EVENTS, re
     dataset_id = check_repo_id(dataset_id, "dataset")
     if os.path.exists(dataset_id):  # `datasets` would read a local folder of that name
         raise UserInputError(f"dataset id {dataset_id!r} names a local path; only Hub datasets can be loaded")
+    hub_repo_info(dataset_id, "dataset", revision)
     try:
         stream = load_dataset(dataset_id, split=split, streaming=True, revision=revision)
         total = _split_size(stream, split)
@@ -261,5 +281,6 @@ def _column(table: pa.Table, name: str, null_value: float) -> np.ndarray:
 def event_row(table: pa.Table, index: int) -> dict:
     """One event as a dict of Python values."""
     if not 0 <= index < table.num_rows:
-        raise UserInputError(f"event {index} is out of range: this sample has {table.num_rows} events (0..{table.num_rows - 1})")
+        raise UserInputError(f"event {index} is out of range: this sample has {table.num_rows} events "
+                             f"(0..{table.num_rows - 1})")
     return table.slice(index, 1).to_pylist()[0]

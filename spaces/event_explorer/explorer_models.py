@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from explorer_data import REPO_ID_PATTERN, UserInputError
+from explorer_data import REPO_ID_PATTERN, UserInputError, hub_repo_info
 from explorer_schema import (LOW_Q3_MAX, NUM_EVENT_FEATURES, NUM_OBJECT_FEATURES, PID_NAMES, RESULTS_FILE,
                              RESULTS_SCHEMA_VERSION, SIGNAL_CLASSES, SIGNAL_LABELS, TOPOLOGY_NAMES)
 
 MODELS_ENV = "MINERVA_EXPLORER_MODELS"  # comma-separated "ns/name[@revision]"
 PUBLISHED_MODELS = ("minerva-fm/minerva-mlp-e-avail", "minerva-fm/minerva-mlp-topology")
-DEFAULT_MODELS = PUBLISHED_MODELS
-HUB_TIMEOUT_S = 10.0  # one quick metadata request decides whether the Hub is reachable (no 23 s of retries)
 _REVISION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$")
 _owner_models: set[str] = set()
 
@@ -67,22 +65,9 @@ def checked_model_id(model_id: str) -> tuple[str, str | None]:
 
 
 def _repo_files(repo: str, revision: str | None) -> set[str]:
-    """The file names of a Hub model repo, from one metadata request that fails fast when the Hub is unreachable."""
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    if constants.HF_HUB_OFFLINE:
-        return set()  # offline mode: only the local cache is used, files are looked up there
-    try:
-        info = HfApi().model_info(repo, revision=revision, timeout=HUB_TIMEOUT_S)
-    except RevisionNotFoundError:
-        raise UserInputError(f"model {repo!r} has no revision {revision!r}") from None
-    except RepositoryNotFoundError:
-        raise UserInputError(f"model repo {repo!r} not found on {constants.ENDPOINT}") from None
-    except Exception as err:  # noqa: BLE001 - network errors of any HTTP backend
-        raise UserInputError(f"could not reach the Hub ({constants.ENDPOINT}) for model {repo!r}: "
-                             f"{type(err).__name__}: {err}") from None
-    return {s.rfilename for s in info.siblings or []}
+    """The file names of a Hub model repo (empty in offline mode), failing fast when the Hub is unreachable."""
+    info = hub_repo_info(repo, "model", revision)
+    return {s.rfilename for s in (info.siblings or [])} if info is not None else set()
 
 
 def _read_repo_json(repo: str, filename: str, revision: str | None, files: set[str] | None = None) -> dict | None:
@@ -185,7 +170,8 @@ def _single_event_batch(row: dict) -> dict:
         mask = np.ones(pid.shape, bool)
     return {"object_features": torch.from_numpy(features), "object_pid": torch.from_numpy(pid),
             "attention_mask": torch.from_numpy(mask),
-            "event_features": torch.from_numpy(np.asarray(row["event_features"], np.float32).reshape(1, NUM_EVENT_FEATURES))}
+            "event_features": torch.from_numpy(np.asarray(row["event_features"], np.float32)
+                                               .reshape(1, NUM_EVENT_FEATURES))}
 
 
 def predict(model, batch: dict, working_points: dict | None = None) -> dict:

@@ -48,7 +48,8 @@ except ImportError:  # Copied from minerva_common/results.py
 PID_LABELS = {"padding": "padding", "muon": "muon", "photon": "photon (π⁰ candidate)",
               "blob": "blob (calorimetric cluster)", "prong_pid3": "prong, raw pid 3 ('pion'?)",
               "prong_pid8": "prong, raw pid 8 ('EM shower'?)", "prong_pid13": "prong, raw pid 13 ('muon-like'?)",
-              "aggregated_blobs": "blobs beyond the cap (summed)", "aggregated_prongs": "prongs beyond the cap (summed)"}
+              "aggregated_blobs": "blobs beyond the cap (summed)",
+              "aggregated_prongs": "prongs beyond the cap (summed)"}
 PID_NOTE = ("Prong types are MINERvA's raw `prong_part_pid` hypothesis codes 3, 8 and 13. The reference code labels "
             "them 'pion', 'EM shower' and 'muon-like', but those meanings are unverified (raw 3 carries the muon mass "
             "and repeats the muon track), so the codes are shown. Aggregated tokens sum the objects beyond the "

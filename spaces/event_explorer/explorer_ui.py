@@ -19,7 +19,8 @@ from explorer_data import (ALL_CHANNELS, MAX_EVENTS, MAX_UPLOAD_MB, Sample, User
 from explorer_display import decode_objects, event_feature_table, event_figures, event_title, truth_table
 from explorer_models import (allow_models, check_model_inputs, checked_model_id, default_model_ids, event_batch,
                              format_prediction, load_model, model_summary, predict, working_points)
-from explorer_schema import OBJECT_TABLE_COLUMNS, PID_LABELS, PID_NOTE, SCHEMA_SOURCE, SIGNAL_LABELS, TOPOLOGY_NAMES
+from explorer_schema import (OBJECT_TABLE_COLUMNS, PID_LABELS, PID_NOTE, SCHEMA_SOURCE, SIGNAL_CLASSES, SIGNAL_LABELS,
+                             TOPOLOGY_NAMES)
 
 DATASET_ENV = "MINERVA_EXPLORER_DATASET"
 DEFAULT_DATASET = "minerva-fm/minerva-me-fhc-synthetic"
@@ -123,7 +124,6 @@ def apply_filters(channel: str, q3_min, q3_max, w_min, w_max, state: dict):
     return state, _loaded_message(state) if len(indices) else "⚠️ No event passes these filters."
 
 
-@_guarded(1, 0)
 def random_event(state: dict) -> int:
     """A random index among the filtered events."""
     return int(random.choice(state["indices"])) if state["indices"] else 0
@@ -215,19 +215,13 @@ def prediction_records(model_id: str, result: dict, row: dict, points: dict) -> 
         decision = ("no working point" if point is None else
                     f"tagged (score ≥ {point['threshold']:.4f})" if result["decisions"][signal] else
                     f"not tagged (score < {point['threshold']:.4f})")
-        truth = "" if topology is None else ("signal" if int(topology) in _signal_classes(signal) else "background")
+        truth = "" if topology is None else ("signal" if int(topology) in SIGNAL_CLASSES[signal] else "background")
         tag = row.get(f"tag_{signal}")
         records.append({"model": model_id, "quantity": f"{SIGNAL_LABELS.get(signal, signal)} score",
                         "model value": round(score, 4), "truth": truth,
                         "baseline": "cut n/a" if tag is None else f"cut {'tagged' if tag else 'not tagged'}",
                         "model decision": decision})
     return records
-
-
-def _signal_classes(signal: str) -> tuple[int, ...]:
-    from explorer_schema import SIGNAL_CLASSES
-
-    return tuple(SIGNAL_CLASSES[signal])
 
 
 def _round(value):

@@ -92,7 +92,7 @@ WORKING_POINT = 0.3  # the classifier's threshold in its eval_results.json
 
 
 def push_tiny_model(folder: Path, repo: str, task: str, seed: int):
-    """A tiny event-MLP checkpoint + eval_results.json (minerva_common.results layout) + one plot, uploaded to `repo`."""
+    """A tiny event-MLP checkpoint + eval_results.json (minerva_common.results layout) + plots, uploaded to `repo`."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -29,8 +29,8 @@ def test_app_loads_without_the_project_and_schema_copy_matches(tmp_path):
             " s.EVENT_FEATURE_NAMES, s.TOPOLOGY_NAMES], 'signals': s.SIGNAL_CLASSES, 'demo': type(app.demo).__name__,"
             " 'results': [s.RESULTS_SCHEMA_VERSION, s.RESULTS_FILE, s.LOW_Q3_MAX, s.SIGNAL_LABELS],"
             " 'labels': sorted(s.PID_LABELS)}))")
-    proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120,
+    proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
                           env={**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -162,7 +162,8 @@ def test_model_ids_are_allow_listed_hub_ids(explorer, tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
     for bad, why in [("attacker/evil", "not on this Space's allow-list"), ("owner/pinned", "allow-list"),
                      (str(tmp_path), "must be a Hub repo id"), ("../owner/model", "must be a Hub repo id"),
-                     ("owner/../../etc", "must be a Hub repo id"), ("https://x.co/owner/model", "must be a Hub repo id"),
+                     ("owner/../../etc", "must be a Hub repo id"),
+                     ("https://x.co/owner/model", "must be a Hub repo id"),
                      ("owner/model@../../x", "must be a Hub repo id")]:
         with pytest.raises(explorer.data.UserInputError, match=re.escape(why)):
             models.checked_model_id(bad)

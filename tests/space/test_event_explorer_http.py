@@ -174,6 +174,11 @@ def test_unreachable_hub_fails_fast_with_the_reason(served, explorer, monkeypatc
     elapsed = time.monotonic() - start
     assert status.startswith("⚠️ could not reach the Hub") and "ConnectError" in status, status
     assert elapsed < 10, elapsed  # huggingface_hub's own retries take ~23 s
+    start = time.monotonic()
+    outputs = client.predict(served.dataset, "test", 5, [served.reg], api_name="/load_split")
+    elapsed = time.monotonic() - start
+    assert _status(outputs).startswith("⚠️ could not reach the Hub") and "ConnectError" in _status(outputs)
+    assert elapsed < 10, elapsed
 
 
 def _closed_port() -> int:
