@@ -73,29 +73,33 @@ def read_upload(path: str | Path, max_events: int = MAX_EVENTS) -> Sample:
         raise UserInputError(f"{path.name}: {size_mb:.1f} MB is over the {MAX_UPLOAD_MB:g} MB upload limit")
     suffix = path.suffix.lower()
     if suffix == ".root":
-        table = validate_table(_convert_root(path), path.name)
-        return Sample(table.slice(0, max_events), table.num_rows)
+        return _convert_root(path, max_events)
     if suffix != ".parquet":
         raise UserInputError(f"{path.name}: expected a .parquet file (converted dataset) or a .root AnaTuple")
+    return read_parquet(path, max_events, path.name)
+
+
+def read_parquet(path: Path, max_events: int, source: str) -> Sample:
+    """The first `max_events` events of a converted-events Parquet file, size-checked from its footer, validated."""
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise UserInputError(f"{path.name}: not a readable Parquet file ({err})") from None
+        raise UserInputError(f"{source}: not a readable Parquet file ({err})") from None
     schema = parquet.schema_arrow
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
-        raise UserInputError(_missing_message(path.name, missing, schema.names))
-    check_column_types(schema, path.name)
+        raise UserInputError(_missing_message(source, missing, schema.names))
+    check_column_types(schema, source)
     columns = [c for c in _display_columns() if c in schema.names]
     total = parquet.metadata.num_rows
     rows = min(total, max_events)
     groups = _row_groups_for(parquet, rows)
-    check_decoded_size(parquet, groups, columns, path.name)
+    check_decoded_size(parquet, groups, columns, source)
     try:
         table = parquet.read_row_groups(groups, columns=columns).slice(0, rows)
     except (pa.ArrowException, OSError) as err:  # corrupt pages, bad compression, wrong lengths
-        raise UserInputError(f"{path.name}: Parquet data could not be decoded ({type(err).__name__}: {err})") from None
-    return Sample(validate_table(table, path.name), total)
+        raise UserInputError(f"{source}: Parquet data could not be decoded ({type(err).__name__}: {err})") from None
+    return Sample(validate_table(table, source), total)
 
 
 def _display_columns() -> list[str]:
@@ -155,8 +159,8 @@ def _row_groups_for(parquet: pq.ParquetFile, rows: int) -> list[int]:
     return groups
 
 
-def _convert_root(path: Path) -> pa.Table:
-    """Convert an AnaTuple ROOT file with the project's converter (all rows kept, in entry order)."""
+def _convert_root(path: Path, max_events: int) -> Sample:
+    """Convert an AnaTuple ROOT file with the project's converter (rows in entry order), read like an upload."""
     try:
         from dataset_builder.convert import ConversionError, ConvertOptions, convert_file
     except ImportError:
@@ -170,7 +174,14 @@ def _convert_root(path: Path) -> pa.Table:
         shards = sorted(Path(out).rglob("*.parquet"))
         if not shards:
             raise UserInputError(f"{path.name}: the converter produced no events")
-        return pa.concat_tables([pq.read_table(shard) for shard in shards]).combine_chunks()
+        samples = []
+        for shard in shards:
+            loaded = sum(s.table.num_rows for s in samples)
+            if loaded >= max_events:
+                break
+            samples.append(read_parquet(shard, max_events - loaded, path.name))
+        total = sum(pq.ParquetFile(shard).metadata.num_rows for shard in shards)
+        return Sample(pa.concat_tables([s.table for s in samples]).combine_chunks(), total)
 
 
 def _missing_message(source: str, missing: list[str], names: list[str]) -> str:

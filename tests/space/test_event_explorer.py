@@ -218,8 +218,11 @@ def test_root_upload_goes_through_the_converter(explorer, tmp_path):
     from dataset_builder.synthetic import write_anatuples
 
     (root,) = write_anatuples(tmp_path / "root", n_events=40, seed=3)
-    table = explorer.data.read_upload(root).table
-    assert 0 < table.num_rows <= 40 and set(schema.PARQUET_SCHEMA.names) <= set(table.schema.names)
+    sample = explorer.data.read_upload(root)
+    table = sample.table
+    assert 0 < table.num_rows == sample.total_events <= 40
+    assert set(explorer.data._display_columns()) <= set(table.schema.names)
+    assert explorer.data.read_upload(root, max_events=5).table.num_rows == 5
     broken = tmp_path / "broken.root"
     broken.write_bytes(b"root" * 100)
     with pytest.raises(explorer.data.UserInputError, match="broken.root: could not convert the ROOT file"):
