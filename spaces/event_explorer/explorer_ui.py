@@ -30,7 +30,8 @@ PREDICTION_COLUMNS = ("model", "quantity", "model value", "truth", "baseline", "
 CSS = """
 #prediction-table table, #objects table { width: 100%; }
 /* evaluation plots drawn whole: no square thumbnails, no fixed-height scroll box that cuts their axis labels */
-#summary-plots .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#summary-plots .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important;
+                           padding-top: 2.25rem !important; }  /* below the floating block label */
 #summary-plots .thumbnail-item { aspect-ratio: auto !important; height: auto !important; }
 #summary-plots .thumbnail-item img { height: auto !important; object-fit: contain !important; }
 """
