@@ -1,7 +1,9 @@
 """MINERvA event explorer (Gradio Space). Run locally: `python spaces/event_explorer/app.py`.
 
 Settings (environment): MINERVA_EXPLORER_DATASET (Hub dataset id), MINERVA_EXPLORER_MODELS (comma-separated model
-repo ids, `ns/name[@revision]`), MINERVA_EXPLORER_MAX_UPLOAD_MB, MINERVA_EXPLORER_MAX_EVENTS.
+repo ids, `ns/name[@revision]`), MINERVA_EXPLORER_MAX_UPLOAD_MB, MINERVA_EXPLORER_MAX_EVENTS,
+MINERVA_EXPLORER_MAX_DECODED_MB. Only the project's published models and those of MINERVA_EXPLORER_MODELS load
+(their code runs in this process).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling explorer_*.py modules (not a package)
 
-from explorer_ui import build_demo  # noqa: E402
+from explorer_ui import build_demo, launch_options  # noqa: E402
 
 demo = build_demo()
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(**launch_options())  # server-side upload limit: a bigger request is refused before it is stored

@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer_schema import EVENT_FEATURE_NAMES, OBJECT_FEATURE_NAMES, PID_NAMES, TOPOLOGY_NAMES, TRUTH_FIELDS
+from explorer_schema import (EVENT_FEATURE_NAMES, OBJECT_FEATURE_NAMES, PID_LABELS, PID_NAMES, TOPOLOGY_NAMES,
+                             TRUTH_FIELDS)
 
 POSITION_SCALE_MM = 1e4  # object x, y, z are stored as mm / 1e4 (schema.OBJECT_FEATURE_NAMES)
 TIME_SCALE_NS = 1e4
@@ -64,28 +65,31 @@ def event_figures(objects: pd.DataFrame, title: str = "") -> tuple[go.Figure, go
     sizes = _marker_sizes(objects["E (MeV)"]) if len(objects) else np.array([])
     for kind in dict.fromkeys(objects["type"]):
         sel = (objects["type"] == kind).to_numpy()
-        group, colour = objects[sel], PID_COLOURS.get(kind, "#000000")
-        hover = [f"{kind}<br>E = {e:.1f} MeV" for e in group["E (MeV)"]]
+        group, colour, label = objects[sel], PID_COLOURS.get(kind, "#000000"), PID_LABELS.get(kind, kind)
+        hover = [f"{label}<br>E = {e:.1f} MeV" for e in group["E (MeV)"]]
         if kind in DIRECTION_LENGTH_MM:  # direction-only objects: a line from the display vertex
-            _add_direction_lines(views, scene, group, vertex, kind, colour, hover)
+            _add_direction_lines(views, scene, group, vertex, kind, label, colour, hover)
             continue
         x, y, z = group["x (mm)"], group["y (mm)"], group["z (mm)"]
         marker = dict(color=colour, size=sizes[sel], line=dict(width=0.5, color="#333"))
         for col, other in ((1, x), (2, y)):
-            views.add_trace(go.Scatter(x=z, y=other, mode="markers", name=kind, legendgroup=kind, marker=marker,
+            views.add_trace(go.Scatter(x=z, y=other, mode="markers", name=label, legendgroup=kind, marker=marker,
                                        text=hover, hoverinfo="text", showlegend=col == 1), row=1, col=col)
-        scene.add_trace(go.Scatter3d(x=z, y=x, z=y, mode="markers", name=kind, text=hover, hoverinfo="text",
+        scene.add_trace(go.Scatter3d(x=z, y=x, z=y, mode="markers", name=label, text=hover, hoverinfo="text",
                                      marker=dict(color=colour, size=sizes[sel] / 2)))
     views.update_xaxes(title_text="z (mm)")
     views.update_yaxes(title_text="x (mm)", row=1, col=1)
     views.update_yaxes(title_text="y (mm)", row=1, col=2)
     views.update_layout(title=title, height=420, margin=dict(l=40, r=10, t=60, b=40), legend_title_text="object")
-    scene.update_layout(title=title, height=520, margin=dict(l=0, r=0, t=40, b=0),
-                        scene=dict(xaxis_title="z (mm)", yaxis_title="x (mm)", zaxis_title="y (mm)"))
+    # camera far enough out that the whole box, its tick labels included, stays inside the figure
+    scene.update_layout(title=title, height=560, margin=dict(l=0, r=0, t=40, b=10), legend=dict(x=0.8, y=0.95),
+                        scene=dict(xaxis_title="z (mm)", yaxis_title="x (mm)", zaxis_title="y (mm)",
+                                   aspectmode="cube", camera=dict(eye=dict(x=1.65, y=1.65, z=0.9)),
+                                   domain=dict(x=[0.0, 0.78], y=[0.0, 1.0])))
     return views, scene
 
 
-def _add_direction_lines(views, scene, group: pd.DataFrame, vertex: np.ndarray, kind: str, colour: str,
+def _add_direction_lines(views, scene, group: pd.DataFrame, vertex: np.ndarray, kind: str, label: str, colour: str,
                          hover: list[str]) -> None:
     length = DIRECTION_LENGTH_MM[kind]
     dash = "solid" if kind == "muon" else "dash"
@@ -94,10 +98,10 @@ def _add_direction_lines(views, scene, group: pd.DataFrame, vertex: np.ndarray, 
         xs, ys, zs = [vertex[0], end[0]], [vertex[1], end[1]], [vertex[2], end[2]]
         line = dict(color=colour, width=4 if kind == "muon" else 2, dash=dash)
         for col, other in ((1, xs), (2, ys)):
-            views.add_trace(go.Scatter(x=zs, y=other, mode="lines", name=kind, legendgroup=kind, line=line,
+            views.add_trace(go.Scatter(x=zs, y=other, mode="lines", name=label, legendgroup=kind, line=line,
                                        text=[hover[i]] * 2, hoverinfo="text", showlegend=col == 1 and i == 0),
                             row=1, col=col)
-        scene.add_trace(go.Scatter3d(x=zs, y=xs, z=ys, mode="lines", name=kind, showlegend=i == 0,
+        scene.add_trace(go.Scatter3d(x=zs, y=xs, z=ys, mode="lines", name=label, showlegend=i == 0,
                                      line=dict(color=colour, width=6 if kind == "muon" else 3),
                                      text=[hover[i]] * 2, hoverinfo="text"))
 

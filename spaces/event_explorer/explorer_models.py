@@ -1,98 +1,141 @@
-"""Models of the explorer: load Hub repos (remote code, or PEFT adapters on a remote-code base), predict one event,
-and fetch a repo's evaluation results/plots for the summary tab."""
+"""Models of the explorer: load allow-listed Hub repos (their own code, or PEFT adapters on an allow-listed base),
+predict one event, and fetch a repo's evaluation results/plots for the summary tab.
+
+Security: a model repo's code runs in the Space process, so only ids on the allow-list load: the project's published
+models, $MINERVA_EXPLORER_MODELS and the ids the Space owner passes to `build_demo`. A visitor's id (typed, or
+`?models=`) that is not on it is refused before anything is downloaded; local paths are never model ids.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from explorer_data import UserInputError
-from explorer_schema import NUM_EVENT_FEATURES, NUM_OBJECT_FEATURES, SIGNAL_CLASSES, TOPOLOGY_NAMES
+from explorer_data import REPO_ID_PATTERN, UserInputError, hub_repo_info
+from explorer_schema import (LOW_Q3_MAX, NUM_EVENT_FEATURES, NUM_OBJECT_FEATURES, PID_NAMES, RESULTS_FILE,
+                             RESULTS_SCHEMA_VERSION, SIGNAL_CLASSES, SIGNAL_LABELS, TOPOLOGY_NAMES)
 
 MODELS_ENV = "MINERVA_EXPLORER_MODELS"  # comma-separated "ns/name[@revision]"
-DEFAULT_MODELS = ("minerva-fm/minerva-mlp-e-avail", "minerva-fm/minerva-mlp-topology")
+PUBLISHED_MODELS = ("minerva-fm/minerva-mlp-e-avail", "minerva-fm/minerva-mlp-topology")
+_REVISION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,127}$")
+_owner_models: set[str] = set()
 
 
 def default_model_ids() -> list[str]:
     """Model repos offered by default: $MINERVA_EXPLORER_MODELS, else the project's published ones."""
-    value = os.environ.get(MODELS_ENV, "")
-    ids = [v.strip() for v in value.split(",") if v.strip()]
-    return ids or list(DEFAULT_MODELS)
+    return _env_model_ids() or list(PUBLISHED_MODELS)
+
+
+def _env_model_ids() -> list[str]:
+    return [v.strip() for v in os.environ.get(MODELS_ENV, "").split(",") if v.strip()]
+
+
+def allow_models(model_ids) -> None:
+    """Add the Space owner's model ids (build_demo's `model_ids`) to the allow-list of this process."""
+    _owner_models.update(m.strip() for m in model_ids if m and m.strip())
+
+
+def allowed_model_ids() -> list[str]:
+    """Every id that may load: published, $MINERVA_EXPLORER_MODELS and the owner's (`repo` or `repo@revision`)."""
+    return list(dict.fromkeys([*PUBLISHED_MODELS, *_env_model_ids(), *sorted(_owner_models)]))
 
 
 def split_revision(model_id: str) -> tuple[str, str | None]:
     """'ns/name@rev' -> ('ns/name', 'rev')."""
-    repo, _, revision = model_id.partition("@")
+    repo, _, revision = (model_id or "").partition("@")
     return repo.strip(), (revision.strip() or None)
 
 
-def _read_repo_json(repo: str, filename: str, revision: str | None) -> dict | None:
-    """A JSON file of a local folder or Hub model repo, None when the repo has no such file."""
+def checked_model_id(model_id: str) -> tuple[str, str | None]:
+    """(repo, revision) of an allow-listed Hub model id; a UserInputError for anything else (paths included)."""
+    repo, revision = split_revision(model_id)
+    if ".." in repo or not REPO_ID_PATTERN.match(repo) or (revision and not _REVISION_PATTERN.match(revision)):
+        raise UserInputError(f"model id must be a Hub repo id 'namespace/name[@revision]', got {model_id!r}")
+    allowed = allowed_model_ids()
+    if repo not in allowed and f"{repo}@{revision}" not in allowed:
+        raise UserInputError(f"model {model_id!r} is not on this Space's allow-list (its code would run here); "
+                             f"choose one of {allowed}, or ask the Space owner to add it to ${MODELS_ENV}")
+    return repo, revision
+
+
+def _repo_files(repo: str, revision: str | None) -> set[str]:
+    """The file names of a Hub model repo (empty in offline mode), failing fast when the Hub is unreachable."""
+    info = hub_repo_info(repo, "model", revision)
+    return {s.rfilename for s in (info.siblings or [])} if info is not None else set()
+
+
+def _read_repo_json(repo: str, filename: str, revision: str | None, files: set[str] | None = None) -> dict | None:
+    """A JSON file of a Hub model repo, None when the repo has no such file."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    if Path(repo).is_dir():
-        path = Path(repo) / filename
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    try:
-        return json.loads(Path(hf_hub_download(repo, filename, revision=revision)).read_text(encoding="utf-8"))
-    except (EntryNotFoundError, LocalEntryNotFoundError):
+    if files is not None and filename not in files:
         return None
+    try:
+        path = Path(hf_hub_download(repo, filename, revision=revision))
+    except EntryNotFoundError:
+        return None
+    except LocalEntryNotFoundError as err:
+        raise UserInputError(f"{repo}: {filename} is neither reachable on the Hub nor cached ({err})") from None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{repo}: {filename} is not valid JSON ({err})") from None
 
 
-def _load_remote_code_model(repo: str, revision: str | None):
-    """The saved architecture from the repo's own code (config.json auto_map), as trust_remote_code=True loads it.
+def model_class(config: dict, repo: str, revision: str | None):
+    """The class that loads this checkpoint with its head: the config's `auto_map` entry naming its architecture.
 
-    The class is resolved from `auto_map` directly rather than through an Auto class: in a process where the
-    minerva-fm package registered its classes, `AutoModelFor...` would map a config type to one fixed head.
+    Resolved from `auto_map` directly rather than through an Auto class: in a process where the minerva-fm package
+    registered its classes, an `AutoModelFor...` would map a config type to one fixed head. Runs the repo's code:
+    call only for allow-listed repos.
     """
-    import transformers
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    config = _read_repo_json(repo, "config.json", revision)
-    if config is None:
-        raise UserInputError(f"{repo}: no config.json or adapter_config.json; is it a minerva-fm model?")
-    auto_name = _auto_class_name(config)
-    ref = (config.get("auto_map") or {}).get(auto_name)
-    if ref is None:  # no remote code: a class transformers knows
-        return getattr(transformers, auto_name).from_pretrained(repo, revision=revision, trust_remote_code=True)
-    model_class = get_class_from_dynamic_module(ref, repo, revision=revision)
-    return model_class.from_pretrained(repo, revision=revision, trust_remote_code=True)
+    architecture = (config.get("architectures") or [None])[0]
+    auto_map = {k: v for k, v in (config.get("auto_map") or {}).items() if k != "AutoConfig" and isinstance(v, str)}
+    ref = next((v for v in auto_map.values() if v.split(".")[-1] == architecture), None)
+    ref = ref or auto_map.get("AutoModelForSequenceClassification")
+    if ref is None:
+        raise UserInputError(f"{repo}: config.json has no auto_map class for architecture {architecture!r}; "
+                             "is it a minerva-fm model?")
+    return get_class_from_dynamic_module(ref, repo, revision=revision)
 
 
-def _auto_class_name(config: dict) -> str:
-    """The Auto class whose auto_map entry is the saved architecture (AutoModel when not registered)."""
-    auto_map = config.get("auto_map") or {}
-    architectures = config.get("architectures") or []
-    for auto_name, ref in auto_map.items():
-        if isinstance(ref, str) and architectures and ref.split(".")[-1] == architectures[0]:
-            return auto_name
-    model_entries = [name for name in auto_map if name != "AutoConfig"]
-    return model_entries[0] if model_entries else "AutoModel"
+def load_model(model_id: str):
+    """A model ready for inference from an allow-listed 'ns/name[@revision]'; a clear error when it fails."""
+    return _load_checked(*checked_model_id(model_id))
 
 
 @functools.lru_cache(maxsize=8)
-def load_model(model_id: str):
-    """A model ready for inference from 'ns/name[@revision]' (or a local folder); clear error when it fails."""
-    repo, revision = split_revision(model_id)
+def _load_checked(repo: str, revision: str | None):
     try:
-        adapter = _read_repo_json(repo, "adapter_config.json", revision)
+        files = _repo_files(repo, revision)
+        adapter = _read_repo_json(repo, "adapter_config.json", revision, files or None)
         if adapter:
             from peft import PeftModel
 
-            base = load_model(adapter["base_model_name_or_path"])
+            base_id = str(adapter.get("base_model_name_or_path") or "")
+            try:
+                base = load_model(base_id)
+            except UserInputError as err:
+                raise UserInputError(f"{repo}: the adapter's base model cannot be loaded: {err}") from None
             model = PeftModel.from_pretrained(base, repo, revision=revision)
         else:
-            model = _load_remote_code_model(repo, revision)
+            config = _read_repo_json(repo, "config.json", revision, files or None)
+            if config is None:
+                raise UserInputError(f"{repo}: no config.json or adapter_config.json; is it a minerva-fm model?")
+            model = model_class(config, repo, revision).from_pretrained(repo, revision=revision)
     except UserInputError:
         raise
     except Exception as err:  # noqa: BLE001 - shown to the user
-        raise UserInputError(f"could not load model {model_id!r}: {type(err).__name__}: {err}") from None
+        raise UserInputError(f"could not load model {repo!r}: {type(err).__name__}: {err}") from None
     return model.eval()
 
 
@@ -103,6 +146,15 @@ def event_batch(table: pa.Table, index: int) -> dict:
     except ImportError:
         return _single_event_batch(table.slice(index, 1).to_pylist()[0])
     return MinervaCollator().collate_arrow(table.slice(index, 1))
+
+
+def check_model_inputs(row: dict, index: int) -> None:
+    """Refuse object types outside the schema's PID codes (real objects: 1..8) before a model sees them."""
+    pid = np.asarray(row["object_pid"], np.int64).reshape(-1)
+    bad = pid[(pid < 1) | (pid >= len(PID_NAMES))]
+    if bad.size:
+        raise UserInputError(f"event {index}: object_pid {int(bad[0])} is not an object type of the schema "
+                             f"(1..{len(PID_NAMES) - 1}: {', '.join(PID_NAMES[1:])})")
 
 
 def _single_event_batch(row: dict) -> dict:
@@ -118,36 +170,60 @@ def _single_event_batch(row: dict) -> dict:
         mask = np.ones(pid.shape, bool)
     return {"object_features": torch.from_numpy(features), "object_pid": torch.from_numpy(pid),
             "attention_mask": torch.from_numpy(mask),
-            "event_features": torch.from_numpy(np.asarray(row["event_features"], np.float32).reshape(1, NUM_EVENT_FEATURES))}
+            "event_features": torch.from_numpy(np.asarray(row["event_features"], np.float32)
+                                               .reshape(1, NUM_EVENT_FEATURES))}
 
 
-def predict(model, batch: dict) -> dict:
-    """{'task': 'regression', 'e_avail': GeV} or {'task': 'classification', 'probabilities': {class: p}, 'scores'}."""
+def predict(model, batch: dict, working_points: dict | None = None) -> dict:
+    """{'task': 'regression', 'e_avail': GeV} or {'task': 'classification', 'probabilities', 'scores', 'decisions'}.
+
+    `decisions` maps each signal with a working point (eval_results.json threshold) to score >= threshold.
+    """
     import torch
 
     with torch.no_grad():
         outputs = model(**batch)
     predictions = getattr(outputs, "predictions", None)
+    values = predictions if predictions is not None else (outputs.logits if hasattr(outputs, "logits") else outputs[0])
+    if not bool(torch.isfinite(values).all()):
+        raise UserInputError("the model returned a non-finite (NaN/Inf) output for this event")
     if predictions is not None:
         return {"task": "regression", "e_avail": float(predictions.reshape(-1)[0])}
-    logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]
+    logits = values
     probabilities = torch.softmax(logits.float(), dim=-1).reshape(-1).tolist()
     if len(probabilities) != len(TOPOLOGY_NAMES):
         raise UserInputError(f"model returned {len(probabilities)} classes, expected {len(TOPOLOGY_NAMES)} topologies")
     scores = {signal: float(sum(probabilities[c] for c in classes)) for signal, classes in SIGNAL_CLASSES.items()}
-    return {"task": "classification", "probabilities": dict(zip(TOPOLOGY_NAMES, probabilities)), "scores": scores}
+    decisions = {signal: scores[signal] >= point["threshold"] for signal, point in (working_points or {}).items()
+                 if signal in scores}
+    return {"task": "classification", "probabilities": dict(zip(TOPOLOGY_NAMES, probabilities)), "scores": scores,
+            "decisions": decisions}
 
 
-def format_prediction(model_id: str, result: dict, row: dict) -> str:
-    """One line per model: the prediction next to the truth and the event's baseline."""
+def format_prediction(model_id: str, result: dict, row: dict, working_points: dict | None = None) -> str:
+    """One line per model: the prediction (and its decision at the working point) next to the truth and baseline."""
     if result["task"] == "regression":
         truth, calo = row.get("e_avail"), row.get("calo_e_avail")
         return (f"{model_id}: E_avail = {result['e_avail']:.4f} GeV"
                 f" | truth {_num(truth)} GeV | calorimetric {_num(calo)} GeV")
     probs = ", ".join(f"{name} {p:.4f}" for name, p in result["probabilities"].items())
-    tags = ", ".join(f"{signal} score {score:.4f} vs cut {_tag(row.get('tag_' + signal))}"
-                     for signal, score in result["scores"].items())
-    return f"{model_id}: P = [{probs}] | {tags}"
+    tags = []
+    for signal, score in result["scores"].items():
+        point = (working_points or {}).get(signal)
+        decision = ("no working point (no eval_results.json threshold)" if point is None else
+                    f"{'TAGGED' if result['decisions'][signal] else 'not tagged'} at threshold {point['threshold']:.4f}"
+                    f" (FPR {_num(point.get('fpr_model'))} ≤ cut's {_num(point.get('fpr_cut'))})")
+        truth = _truth_signal(row, signal)
+        tags.append(f"{SIGNAL_LABELS.get(signal, signal)}: score {score:.4f} → {decision}; cut tagger "
+                    f"{_tag(row.get('tag_' + signal))}; truth {truth}")
+    return f"{model_id}: P = [{probs}] | " + " | ".join(tags)
+
+
+def _truth_signal(row: dict, signal: str) -> str:
+    topology = row.get("topology")
+    if topology is None:
+        return "n/a"
+    return "signal" if int(topology) in SIGNAL_CLASSES[signal] else "background"
 
 
 def _num(value) -> str:
@@ -158,39 +234,78 @@ def _tag(value) -> str:
     return "n/a" if value is None else ("pass" if value else "fail")
 
 
+@functools.lru_cache(maxsize=16)
+def eval_results(model_id: str) -> dict | None:
+    """The repo's eval_results.json (one layout: minerva_common.results / recipes/evaluate.py), None when absent."""
+    repo, revision = checked_model_id(model_id)
+    results = _read_repo_json(repo, RESULTS_FILE, revision)
+    if results is None:
+        return None
+    version = results.get("schema_version")
+    if version != RESULTS_SCHEMA_VERSION:
+        raise UserInputError(f"{model_id}: {RESULTS_FILE} has schema_version {version!r}; this Space reads version "
+                             f"{RESULTS_SCHEMA_VERSION}")
+    if not isinstance(results.get("models"), dict) or not results["models"]:
+        raise UserInputError(f"{model_id}: {RESULTS_FILE} has no 'models' entry")
+    return results
+
+
+def primary_entry(results: dict) -> dict:
+    """The entry of the model the results describe: `primary_model`, else the first of `models`."""
+    models = results["models"]
+    return models.get(results.get("primary_model")) or next(iter(models.values()))
+
+
+def working_points(model_id: str) -> dict:
+    """{signal: {threshold, fpr_model, fpr_cut, tpr_model}} of a classifier from its eval_results.json ({} if none)."""
+    results = eval_results(model_id)
+    if results is None:
+        return {}
+    blocks = primary_entry(results).get("classification") or {}
+    return {signal: {k: block.get(k) for k in ("threshold", "fpr_model", "fpr_cut", "tpr_model")}
+            for signal, block in blocks.items() if isinstance(block.get("threshold"), (int, float))}
+
+
 def model_summary(model_id: str) -> tuple[str, list[str]]:
     """(markdown of the repo's eval_results.json headline numbers, local paths of its plots)."""
     from huggingface_hub import hf_hub_download
 
-    repo, revision = split_revision(model_id)
+    repo, revision = checked_model_id(model_id)
     try:
-        results = _read_repo_json(repo, "eval_results.json", revision)
+        results = eval_results(model_id)
+    except UserInputError:
+        raise
     except Exception as err:  # noqa: BLE001
-        raise UserInputError(f"could not read eval_results.json of {model_id!r}: {type(err).__name__}: {err}") from None
+        raise UserInputError(f"could not read {RESULTS_FILE} of {model_id!r}: {type(err).__name__}: {err}") from None
     if results is None:
-        return f"**{model_id}** has no `eval_results.json`.", []
+        return f"**{model_id}** has no `{RESULTS_FILE}`.", []
     plots = []
     for rel in results.get("plots") or []:
+        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
+            continue  # plots are files of the repo, named relative to it
         try:
-            plots.append(str(Path(repo) / rel) if Path(repo).is_dir() else hf_hub_download(repo, rel, revision=revision))
+            plots.append(hf_hub_download(repo, rel, revision=revision))
         except Exception:  # noqa: BLE001 - a missing plot is skipped, the table still shows
             continue
     return _summary_markdown(model_id, results), plots
 
 
 def _summary_markdown(model_id: str, results: dict) -> str:
+    """Headline numbers of eval_results.json (recipes/evaluate.py layout, schema_version 1)."""
     lines = [f"### {model_id}", f"task **{results.get('task')}**, dataset `{results.get('dataset')}`, "
                                 f"split `{results.get('split')}`", ""]
-    for name, entry in {**results.get("models", {}), **{f"{k} (baseline)": v for k, v in
-                                                         (results.get("baselines") or {}).items()}}.items():
-        if "regression" in entry:
-            reg = entry["regression"]
-            bins = reg.get("q3_bins") or [[b["lo"], b["hi"]] for b in reg.get("bins", []) if not b.get("overflow")]
-            iqrs = reg.get("iqr") or [b.get("iqr") for b in reg.get("bins", []) if not b.get("overflow")]
-            cells = " | ".join(f"q3 ({lo:g}, {hi:g}]: {_num(v)}" for (lo, hi), v in zip(bins, iqrs))
-            lines.append(f"* **{name}** IQR of E_pred/E_true: {cells}")
+    entries = {**results["models"], **{f"{k} (baseline)": v for k, v in (results.get("baselines") or {}).items()}}
+    for name, entry in entries.items():
+        reg = entry.get("regression")
+        if reg:
+            cells = " | ".join(f"q3 ({lo:g}, {hi:g}]: {_num(v)}" for (lo, hi), v in zip(reg["q3_bins"], reg["iqr"]))
+            low = (reg.get("low_q3") or {}).get("iqr")
+            lines.append(f"* **{name}** IQR of E_pred/E_true: {cells}; q3 ≤ {LOW_Q3_MAX:g} GeV: {_num(low)}")
         for signal, m in (entry.get("classification") or {}).items():
-            tpr = m.get("tpr_model", (m.get("model") or {}).get("tpr"))
-            fpr = m.get("fpr_cut", (m.get("cut") or {}).get("fpr"))
-            lines.append(f"* **{name}** {signal}: TPR {_num(tpr)} at the cut's FPR {_num(fpr)}")
+            label = SIGNAL_LABELS.get(signal, signal)
+            if "tpr_model" in m:
+                lines.append(f"* **{name}** {label}: TPR {_num(m['tpr_model'])} at the cut's FPR {_num(m['fpr_cut'])}"
+                             f" (cut TPR {_num(m.get('tpr_cut'))}, AUROC {_num(m.get('auroc'))})")
+            else:
+                lines.append(f"* **{name}** {label}: TPR {_num(m.get('tpr_cut'))} at FPR {_num(m.get('fpr_cut'))}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
-"""The dataset contract names the explorer needs: from the installed minerva-fm package, else a verbatim copy.
+"""The dataset and results contract names the explorer needs: from the installed minerva-fm package, else a copy.
 
-The copy below mirrors dataset_builder/schema.py (tests/space/test_event_explorer.py checks they are identical), so
-the Space also runs where only gradio/torch/transformers are installed.
+The copies below mirror dataset_builder/schema.py and minerva_common/results.py (tests/space/test_event_explorer.py
+checks they are identical), so the Space also runs where only gradio/torch/transformers are installed.
 """
 
 from __future__ import annotations
@@ -34,8 +34,31 @@ except ImportError:  # Copied from dataset_builder/schema.py
     SIGNAL_CLASSES = {"cc1pi_charged": (0,), "ccnpi_charged": (0, 1), "cc1pi0": (2,)}
     SCHEMA_SOURCE = "copy in spaces/event_explorer/explorer_schema.py"
 
+try:
+    from minerva_common.results import LOW_Q3_MAX, RESULTS_FILE, RESULTS_SCHEMA_VERSION, SIGNAL_LABELS
+except ImportError:  # Copied from minerva_common/results.py
+    RESULTS_SCHEMA_VERSION = 1
+    RESULTS_FILE = "eval_results.json"
+    LOW_Q3_MAX = 1.2
+    SIGNAL_LABELS = {"cc1pi_charged": "CC1π±", "ccnpi_charged": "CCNπ± (N≥1)", "cc1pi0": "CC1π⁰"}
+
+# Display names of the object types: MINERvA's raw prong_part_pid hypothesis codes 3, 8, 13 are kept as codes because
+# their meaning is unverified (the reference code calls them "pion", "EM shower", "muon-like"; raw 3 carries the muon
+# mass and repeats the muon track in the reference ntuples).
+PID_LABELS = {"padding": "padding", "muon": "muon", "photon": "photon (π⁰ candidate)",
+              "blob": "blob (calorimetric cluster)", "prong_pid3": "prong, raw pid 3 ('pion'?)",
+              "prong_pid8": "prong, raw pid 8 ('EM shower'?)", "prong_pid13": "prong, raw pid 13 ('muon-like'?)",
+              "aggregated_blobs": "blobs beyond the cap (summed)",
+              "aggregated_prongs": "prongs beyond the cap (summed)"}
+PID_NOTE = ("Prong types are MINERvA's raw `prong_part_pid` hypothesis codes 3, 8 and 13. The reference code labels "
+            "them 'pion', 'EM shower' and 'muon-like', but those meanings are unverified (raw 3 carries the muon mass "
+            "and repeats the muon track), so the codes are shown. Aggregated tokens sum the objects beyond the "
+            "per-type cap.")
+
 # Columns an uploaded file must have (the model inputs); truth and baseline columns are shown when present.
 REQUIRED_COLUMNS = ("n_objects", "object_pid", "object_features", "event_features")
+OBJECT_TABLE_COLUMNS = ("type", "E (MeV)", "pT (MeV)", "eta", "phi", "log dE/dx", "x (mm)", "y (mm)", "z (mm)",
+                        "t (ns)")
 TRUTH_FIELDS = (  # column, label, unit
     ("topology", "channel (topology)", ""), ("current", "current (1 CC, 2 NC)", ""), ("int_type", "mc_intType", ""),
     ("e_avail", "E_avail (true)", "GeV"), ("q3", "q3 (true)", "GeV"), ("q0", "q0 (true)", "GeV"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -12,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from explorer_test_helpers import APP_DIR
+from explorer_test_helpers import APP_DIR, write_broken_parquet, write_expanding_parquet
 from isolated_python import isolated_code
 from dataset_builder import schema
 from dataset_builder.collator import MinervaCollator
+from minerva_common import results
 
 
 def test_app_loads_without_the_project_and_schema_copy_matches(tmp_path):
@@ -24,9 +26,11 @@ def test_app_loads_without_the_project_and_schema_copy_matches(tmp_path):
             "app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)\n"
             "import explorer_schema as s\n"
             "print(json.dumps({'source': s.SCHEMA_SOURCE, 'names': [s.OBJECT_FEATURE_NAMES, s.PID_NAMES,"
-            " s.EVENT_FEATURE_NAMES, s.TOPOLOGY_NAMES], 'signals': s.SIGNAL_CLASSES, 'demo': type(app.demo).__name__}))")
-    proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120,
+            " s.EVENT_FEATURE_NAMES, s.TOPOLOGY_NAMES], 'signals': s.SIGNAL_CLASSES, 'demo': type(app.demo).__name__,"
+            " 'results': [s.RESULTS_SCHEMA_VERSION, s.RESULTS_FILE, s.LOW_Q3_MAX, s.SIGNAL_LABELS],"
+            " 'labels': sorted(s.PID_LABELS)}))")
+    proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
                           env={**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -34,12 +38,17 @@ def test_app_loads_without_the_project_and_schema_copy_matches(tmp_path):
     assert out["names"] == [list(schema.OBJECT_FEATURE_NAMES), list(schema.PID_NAMES),
                             list(schema.EVENT_FEATURE_NAMES), list(schema.TOPOLOGY_NAMES)]
     assert out["signals"] == {k: list(v) for k, v in schema.SIGNAL_CLASSES.items()}
+    assert out["results"] == [results.RESULTS_SCHEMA_VERSION, results.RESULTS_FILE, results.LOW_Q3_MAX,
+                              results.SIGNAL_LABELS]
+    assert out["labels"] == sorted(schema.PID_NAMES)  # every object type has a display label
 
 
 def test_upload_reads_valid_parquet_and_respects_max_events(explorer, events_parquet):
-    table = explorer.data.read_upload(events_parquet)
-    assert table.num_rows == 60
-    assert explorer.data.read_upload(events_parquet, max_events=30).num_rows == 30
+    sample = explorer.data.read_upload(events_parquet)
+    assert sample.table.num_rows == 60 and sample.total_events == 60
+    sample = explorer.data.read_upload(events_parquet, max_events=30)
+    assert sample.table.num_rows == 30 and sample.total_events == 60
+    assert set(sample.table.schema.names) <= set(explorer.data._display_columns())  # source_file etc. not decoded
 
 
 @pytest.mark.parametrize("kind, message", [
@@ -48,6 +57,9 @@ def test_upload_reads_valid_parquet_and_respects_max_events(explorer, events_par
     ("missing", "missing required column(s) ['object_features']"),
     ("width", "event_features must hold 16 values"),
     ("count", "disagree on the object count"),
+    ("string_n_objects", "column 'n_objects' has type string, expected an integer"),
+    ("null_features", "column 'object_features' has null values in 1 events (first: event 4)"),
+    ("corrupt_page", "Parquet data could not be decoded"),
 ])
 def test_bad_uploads_raise_user_messages(explorer, events_parquet, tmp_path, kind, message):
     table = pq.read_table(events_parquet)
@@ -65,9 +77,21 @@ def test_bad_uploads_raise_user_messages(explorer, events_parquet, tmp_path, kin
     elif kind == "count":
         wrong = pa.array(np.asarray(table["n_objects"]) + 1, pa.int32())
         pq.write_table(table.set_column(table.schema.get_field_index("n_objects"), "n_objects", wrong), path)
+    else:
+        write_broken_parquet(table, path, kind)
     with pytest.raises(explorer.data.UserInputError) as info:
         explorer.data.read_upload(path)
     assert message in str(info.value) and path.name in str(info.value)
+
+
+def test_decoded_size_is_checked_before_decoding(explorer, tmp_path, monkeypatch):
+    path = tmp_path / "bomb.parquet"
+    write_expanding_parquet(path, 1_000_000)
+    assert path.stat().st_size < 100_000  # kB on disk ...
+    monkeypatch.setattr(explorer.data, "MAX_DECODED_MB", 20)  # ... 36 MB of object features once decoded
+    with pytest.raises(explorer.data.UserInputError, match=r"bomb.parquet: the events to load would take \d+ MB "
+                                                           r"in memory, over the 20 MB limit"):
+        explorer.data.read_upload(path)
 
 
 def test_upload_size_limit(explorer, events_parquet, monkeypatch):
@@ -95,7 +119,9 @@ def test_decoded_objects_are_in_detector_units(explorer, events_parquet):
     np.testing.assert_allclose(objects["z (mm)"], np.round(feats[:, 7] * 1e4, 1))
     assert not objects["has position"].iloc[0]  # the muon has a direction only
     views, scene = explorer.display.event_figures(objects, "t")
-    assert {t.name for t in views.data} == set(objects["type"])
+    labels = explorer.schema.PID_LABELS
+    assert {t.name for t in views.data} == {labels[kind] for kind in objects["type"]}
+    assert all("pid" in labels[k] for k in ("prong_pid3", "prong_pid8", "prong_pid13"))
     assert any(t.type == "scatter3d" for t in scene.data)
     truth = explorer.display.truth_table(row)
     assert f"{schema.TOPOLOGY_NAMES[row['topology']]} ({row['topology']})" in truth["value"].tolist()
@@ -116,16 +142,87 @@ def test_ui_callbacks_report_errors_as_messages(explorer, tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 garbage")
     with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
-        new_state, message = explorer.ui.load_from_upload(str(bad), 100, state)
-    assert new_state["table"] is None and message.startswith("⚠️") and "not a readable Parquet file" in message
+        outputs = explorer.ui.load_from_upload(str(bad), 100, None, state)
+    assert len(outputs) == 9 and outputs[0] == {"__type__": "update"}  # the session keeps its previous sample
+    assert outputs[-1].startswith("⚠️") and "not a readable Parquet file" in outputs[-1]
+    broken = {"table": "not a table", "indices": [0], "source": {}, "total": None}  # an unexpected failure
+    with pytest.warns(UserWarning):
+        outputs = explorer.ui.show_event(0, None, broken)
+    assert outputs[-1].startswith("⚠️ AttributeError")
+
+
+def test_model_ids_are_allow_listed_hub_ids(explorer, tmp_path, monkeypatch):
+    models = explorer.models
+    monkeypatch.setattr(models, "_owner_models", {"owner/model", "owner/pinned@v1"})
+    monkeypatch.setenv(models.MODELS_ENV, "env/model")
+    assert models.checked_model_id(models.PUBLISHED_MODELS[0]) == (models.PUBLISHED_MODELS[0], None)
+    assert models.checked_model_id("owner/model@main") == ("owner/model", "main")
+    assert models.checked_model_id("owner/pinned@v1") == ("owner/pinned", "v1")
+    assert models.checked_model_id("env/model") == ("env/model", None)
+    (tmp_path / "config.json").write_text("{}")
+    for bad, why in [("attacker/evil", "not on this Space's allow-list"), ("owner/pinned", "allow-list"),
+                     (str(tmp_path), "must be a Hub repo id"), ("../owner/model", "must be a Hub repo id"),
+                     ("owner/../../etc", "must be a Hub repo id"),
+                     ("https://x.co/owner/model", "must be a Hub repo id"),
+                     ("owner/model@../../x", "must be a Hub repo id")]:
+        with pytest.raises(explorer.data.UserInputError, match=re.escape(why)):
+            models.checked_model_id(bad)
+        with pytest.raises(explorer.data.UserInputError, match=re.escape(why)):
+            models.load_model(bad)  # refused before any download
+    for bad in (str(tmp_path), "./data", "a/b/c", "~/x"):
+        with pytest.raises(explorer.data.UserInputError, match="must be a Hub repo id"):
+            explorer.data.load_hub_split(bad, "test")
+
+
+def _results(task: str) -> dict:
+    block = {"q3_bins": [[0.0, 0.6], [0.6, 1.2]], "iqr": [0.5, 0.25], "mpv": [0.9, 1.0], "n": [10, 12],
+             "low_q3": {"iqr": 0.4}}
+    cls = {"cc1pi0": {"fpr_cut": 0.1, "tpr_cut": 0.3, "tpr_model": 0.45, "fpr_model": 0.09, "threshold": 0.2,
+                      "auroc": 0.7}}
+    entry = {"regression": block} if task == "regression" else {"classification": cls}
+    baseline = ({"calorimetric": {"regression": block}} if task == "regression" else
+                {"cut": {"classification": {"cc1pi0": {"fpr_cut": 0.1, "tpr_cut": 0.3}}}})
+    return {"schema_version": results.RESULTS_SCHEMA_VERSION, "task": task, "split": "test", "dataset": "u/d",
+            "primary_model": "pet", "models": {"pet": entry}, "baselines": baseline}
+
+
+def test_summary_reads_the_results_contract(explorer):
+    text = explorer.models._summary_markdown("u/m", _results("regression"))
+    assert "**pet** IQR of E_pred/E_true: q3 (0, 0.6]: 0.5000 | q3 (0.6, 1.2]: 0.2500; q3 ≤ 1.2 GeV: 0.4000" in text
+    assert "**calorimetric (baseline)** IQR" in text
+    text = explorer.models._summary_markdown("u/m", _results("classification"))
+    assert "**pet** CC1π⁰: TPR 0.4500 at the cut's FPR 0.1000 (cut TPR 0.3000, AUROC 0.7000)" in text
+    assert "**cut (baseline)** CC1π⁰: TPR 0.3000 at FPR 0.1000" in text
+    old = _results("regression")  # the pre-contract layout ("bins" list) is no longer read
+    old["models"]["pet"]["regression"] = {"bins": [{"lo": 0, "hi": 0.6, "iqr": 0.5}]}
+    with pytest.raises(KeyError):
+        explorer.models._summary_markdown("u/m", old)
+
+
+def test_prediction_decision_at_the_working_point(explorer, events_parquet):
+    row = pq.read_table(events_parquet).slice(2, 1).to_pylist()[0]
+    probabilities = dict(zip(schema.TOPOLOGY_NAMES, [0.1, 0.1, 0.5, 0.2, 0.1]))
+    scores = {s: sum(list(probabilities.values())[c] for c in cls) for s, cls in schema.SIGNAL_CLASSES.items()}
+    points = {"cc1pi0": {"threshold": 0.4, "fpr_model": 0.09, "fpr_cut": 0.1, "tpr_model": 0.45}}
+    result = {"task": "classification", "probabilities": probabilities, "scores": scores,
+              "decisions": {"cc1pi0": True}}
+    line = explorer.models.format_prediction("u/m", result, row, points)
+    assert "CC1π⁰: score 0.5000 → TAGGED at threshold 0.4000 (FPR 0.0900 ≤ cut's 0.1000)" in line
+    assert "CC1π±: score 0.1000 → no working point" in line
+    records = explorer.ui.prediction_records("u/m", result, row, points)
+    assert list(records[0]) == list(explorer.ui.PREDICTION_COLUMNS)
+    assert [r["model decision"] for r in records if r["quantity"] == "CC1π⁰ score"] == ["tagged (score ≥ 0.4000)"]
 
 
 def test_root_upload_goes_through_the_converter(explorer, tmp_path):
     from dataset_builder.synthetic import write_anatuples
 
     (root,) = write_anatuples(tmp_path / "root", n_events=40, seed=3)
-    table = explorer.data.read_upload(root)
-    assert 0 < table.num_rows <= 40 and set(schema.PARQUET_SCHEMA.names) <= set(table.schema.names)
+    sample = explorer.data.read_upload(root)
+    table = sample.table
+    assert 0 < table.num_rows == sample.total_events <= 40
+    assert set(explorer.data._display_columns()) <= set(table.schema.names)
+    assert explorer.data.read_upload(root, max_events=5).table.num_rows == 5
     broken = tmp_path / "broken.root"
     broken.write_bytes(b"root" * 100)
     with pytest.raises(explorer.data.UserInputError, match="broken.root: could not convert the ROOT file"):

@@ -1,26 +1,29 @@
-"""The event explorer end to end: dataset + models on the loopback Hub, the app on 127.0.0.1, driven in headless
-Debian Chromium (playwright). Also `push-space`."""
+"""The event explorer as a person sees it: dataset + models on the loopback Hub, one app on 127.0.0.1, driven in
+headless Debian Chromium (playwright) at common laptop sizes. Screenshots go to test-artifacts/ (look at them); the
+assertions check what a screenshot shows (nothing cropped, nothing off-screen). Also `push-space`."""
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import re
 import shutil
 import socket
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 
-from explorer_test_helpers import APP_DIR
+from explorer_test_helpers import APP_DIR, WORKING_POINT, dataset_repo_with, push_malicious_repo, push_tiny_model
 from dataset_builder.collator import MinervaCollator
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
-TINY = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1)
+LAPTOPS = {"1366x768": {"width": 1366, "height": 768}, "1440x900": {"width": 1440, "height": 900}}
 EVENT = 5
 
 
@@ -39,96 +42,181 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _push_tiny_model(tmp_path: Path, repo: str, task: str, seed: int):
-    from modeling import build_model
-    from model_cards.publish import push_model
-
-    torch.manual_seed(seed)
-    model = build_model("mlp", task, **TINY).eval()
-    run = tmp_path / repo.split("/")[-1]
-    model.save_pretrained(run)
-    metrics = ({"regression": {"q3_bins": [[0, 0.6], [0.6, 1.2]], "iqr": [0.5, 0.4], "mpv": [0.9, 1.0],
-                               "rms": [0.6, 0.5], "n": [10, 12]}} if task == "regression" else
-               {"classification": {"cc1pi0": {"fpr_cut": 0.1, "tpr_cut": 0.3, "tpr_model": 0.4, "auroc": 0.6}}})
-    (run / "eval_results.json").write_text(json.dumps({"task": task, "split": "test", "dataset": "tester/events",
-                                                       "models": {"tiny": metrics}}))
-    push_model(run, repo)
-    return model
-
-
-@pytest.mark.browser
-def test_explorer_in_headless_chromium(hub, tmp_path, events_parquet, explorer):
+@pytest.fixture(scope="module")
+def app(hub, explorer, events_parquet, tmp_path_factory):
+    """One launched explorer (owner models: tiny MLP regression + classification) and one headless browser."""
     chromium = _chromium()
-    from huggingface_hub import HfApi
     from playwright.sync_api import sync_playwright
 
-    api = HfApi()
-    dataset_repo = f"{hub.user}/explorer-events"
-    api.create_repo(dataset_repo, repo_type="dataset", exist_ok=True)
-    api.upload_file(path_or_fileobj=str(events_parquet), path_in_repo="data/test-00000-of-00001.parquet",
-                    repo_id=dataset_repo, repo_type="dataset")
-    reg_repo, cls_repo = f"{hub.user}/explorer-e-avail", f"{hub.user}/explorer-topology"
-    regression = _push_tiny_model(tmp_path, reg_repo, "regression", seed=1)
-    classification = _push_tiny_model(tmp_path, cls_repo, "classification", seed=2)
-
-    table = pq.read_table(events_parquet)
-    batch = MinervaCollator().collate_arrow(table.slice(EVENT, 1))
-    with torch.no_grad():
-        expected_e = float(regression(**batch).predictions[0])
-        expected_p = torch.softmax(classification(**batch).logits, -1)[0].tolist()
-
-    demo = explorer.ui.build_demo(dataset_id=dataset_repo, model_ids=[reg_repo, cls_repo])
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
+    root = tmp_path_factory.mktemp("browser")
+    dataset = dataset_repo_with(events_parquet, f"{hub.user}/explorer-events")
+    reg, cls = f"{hub.user}/explorer-e-avail", f"{hub.user}/explorer-topology"
+    models = {"regression": push_tiny_model(root / "reg", reg, "regression", seed=1),
+              "classification": push_tiny_model(root / "cls", cls, "classification", seed=2)}
+    evil, marker = f"{hub.user}/explorer-evil", root / "remote-code-ran.txt"
+    push_malicious_repo(root / "evil", evil, marker)
+    demo = explorer.ui.build_demo(dataset_id=dataset, model_ids=[reg, cls])
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, share=False, quiet=True,
+                **explorer.ui.launch_options())
     ARTIFACTS.mkdir(exist_ok=True)
-    bad = tmp_path / "not-events.parquet"
-    bad.write_text("this is not parquet")
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"{demo.local_url}?dataset={dataset_repo}&split=test&event={EVENT}&models={reg_repo},{cls_repo}",
-                      wait_until="domcontentloaded")
-            page.wait_for_function("document.querySelector('#share textarea, #share input')?.value.includes('event=')",
-                                   timeout=90_000)
-            share = page.locator("#share textarea, #share input").first.input_value()
-            assert f"event={EVENT}" in share and "dataset=" in share
-            page.wait_for_function(f"document.querySelector('#status')?.innerText.includes('event {EVENT}')",
-                                   timeout=30_000)
-            page.wait_for_selector("#views .js-plotly-plot", timeout=30_000)
-            assert "muon" in page.inner_text("#objects")
-            page.screenshot(path=str(ARTIFACTS / "event_explorer_event.png"), full_page=True)
-            page.click("#apply-filters")  # default ranges keep every event
-            page.wait_for_function("document.querySelector('#status')?.innerText.includes('60 pass the filters')",
-                                   timeout=30_000)
-
-            page.get_by_role("tab", name="Predictions").click()
-            page.click("#predict")
-            page.wait_for_function("document.querySelector('#prediction-text textarea')?.value.split('\\n').length >= 2",
-                                   timeout=120_000)
-            text = page.locator("#prediction-text textarea").input_value()
-            shown_e = float(re.search(rf"{re.escape(reg_repo)}: E_avail = ([0-9.]+) GeV", text).group(1))
-            assert shown_e == pytest.approx(expected_e, abs=5e-5)
-            assert f"truth {table['e_avail'][EVENT].as_py():.4f} GeV" in text
-            probs = re.search(rf"{re.escape(cls_repo)}: P = \[([^\]]+)\]", text).group(1)
-            shown_p = [float(part.split()[-1]) for part in probs.split(",")]
-            assert shown_p == pytest.approx(expected_p, abs=5e-5)
-            page.screenshot(path=str(ARTIFACTS / "event_explorer_predictions.png"), full_page=True)
-
-            page.get_by_role("tab", name="Model summary").click()
-            page.click("#show-summary")
-            page.wait_for_function("document.querySelector('#summary-md')?.innerText.includes('IQR')", timeout=60_000)
-
-            page.get_by_role("tab", name="Event").click()
-            page.set_input_files("#upload input[type=file]", str(bad))
-            page.wait_for_function("document.querySelector('#status')?.innerText.includes('not a readable Parquet')",
-                                   timeout=60_000)
-            body = page.inner_text("body")
-            assert "Traceback" not in body and "not-events.parquet" in page.inner_text("#status")
-            page.screenshot(path=str(ARTIFACTS / "event_explorer_bad_upload.png"), full_page=True)
+            yield type("App", (), dict(url=demo.local_url, browser=browser, dataset=dataset, reg=reg, cls=cls,
+                                       evil=evil, marker=marker, models=models))
             browser.close()
     finally:
         demo.close()
+
+
+def _wait_status(page, text: str, timeout: int = 60_000) -> None:
+    page.wait_for_function("t => document.querySelector('#status')?.innerText.includes(t)", arg=text,
+                           timeout=timeout)
+
+
+def _box(page, selector: str) -> dict:
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, f"{selector} is not rendered"
+    return box
+
+
+def _assert_inside(inner: dict, outer: dict, what: str, tolerance: float = 1.5) -> None:
+    assert inner["x"] >= outer["x"] - tolerance and inner["y"] >= outer["y"] - tolerance, (what, inner, outer)
+    assert inner["x"] + inner["width"] <= outer["x"] + outer["width"] + tolerance, (what, inner, outer)
+    assert inner["y"] + inner["height"] <= outer["y"] + outer["height"] + tolerance, (what, inner, outer)
+
+
+def _assert_blank_edges(page, selector: str, what: str, rows: int = 4) -> None:
+    """The outermost pixel rows/columns of an element's screenshot are background: nothing is clipped there."""
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator(selector).first.screenshot())).convert("L"))
+    edges = {"bottom": pixels[-rows:, :], "left": pixels[:, :rows], "right": pixels[:, -rows:]}
+    inked = {side: float((edge < 200).mean()) for side, edge in edges.items()}
+    assert all(v < 0.003 for v in inked.values()), f"{what}: drawn up to the edge (ink fraction {inked})"
+
+
+def _no_horizontal_overflow(page, selector: str) -> None:
+    """No element of `selector` is wider than the box that shows it (nothing hidden behind a scrollbar)."""
+    overflow = page.evaluate("""sel => [...document.querySelectorAll(sel + ' *')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+        .map(e => [e.tagName, e.className, e.scrollWidth, e.clientWidth])""", selector)
+    assert not overflow, f"{selector} scrolls horizontally: {overflow}"
+
+
+def _assert_within_viewport_width(page, selector: str, viewport: dict) -> None:
+    box = _box(page, selector)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 1, (selector, box, viewport)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("size", list(LAPTOPS))
+def test_share_link_event_and_predictions_read_well(app, events_parquet, size):
+    viewport = LAPTOPS[size]
+    page = app.browser.new_page(viewport=viewport)
+    page.goto(f"{app.url}?dataset={app.dataset}&split=test&event={EVENT}&models={app.reg},{app.cls},{app.evil}",
+              wait_until="domcontentloaded")
+    _wait_status(page, f"Showing event {EVENT}")
+    status = page.inner_text("#status")
+    assert "Loaded all 60 events" in status and f"Not loaded (not on this Space's allow-list): '{app.evil}'" in status
+    assert not app.marker.exists()
+    share = page.locator("#share textarea, #share input").first.input_value()
+    assert f"event={EVENT}" in share and f"dataset={app.dataset}" in share and f"models={app.reg},{app.cls}" in share
+    page.wait_for_selector("#views .js-plotly-plot .main-svg", timeout=30_000)
+    page.wait_for_selector("#scene .js-plotly-plot .main-svg", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"event_explorer_event_{size}.png"), full_page=True)
+    assert "muon" in page.inner_text("#objects")
+    for plot in ("#views", "#scene"):  # the plotly figure fits its container: nothing clipped at the bottom/right
+        _assert_inside(_box(page, f"{plot} .js-plotly-plot"), _box(page, plot), plot)
+        _assert_within_viewport_width(page, plot, viewport)
+    legend = page.locator("#views .legendtext").all_text_contents()
+    assert "muon" in legend and "blob (calorimetric cluster)" in legend, legend
+    for plot in ("#views", "#scene"):  # nothing drawn up to the figure's bottom/left/right edge (= cut off there)
+        _assert_blank_edges(page, f"{plot} .js-plotly-plot", plot)
+    assert "prong_part_pid hypothesis codes 3, 8 and 13" in page.inner_text("#pid-note")
+    page.screenshot(path=str(ARTIFACTS / f"event_explorer_event_{size}.png"), full_page=True)
+
+    page.get_by_role("tab", name="Predictions").click()
+    page.click("#predict")
+    page.wait_for_function("document.querySelector('#prediction-text textarea')?.value.split('\\n').length >= 2",
+                           timeout=120_000)
+    text = page.locator("#prediction-text textarea").input_value()
+    table = pq.read_table(events_parquet)
+    batch = MinervaCollator().collate_arrow(table.slice(EVENT, 1))
+    with torch.no_grad():
+        expected_e = float(app.models["regression"](**batch).predictions[0])
+        expected_p = torch.softmax(app.models["classification"](**batch).logits, -1)[0].tolist()
+    shown_e = float(re.search(rf"{re.escape(app.reg)}: E_avail = ([0-9.]+) GeV", text).group(1))
+    assert shown_e == pytest.approx(expected_e, abs=5e-5)
+    assert f"truth {table['e_avail'][EVENT].as_py():.4f} GeV" in text
+    probs = re.search(rf"{re.escape(app.cls)}: P = \[([^\]]+)\]", text).group(1)
+    assert [float(part.split()[-1]) for part in probs.split(",")] == pytest.approx(expected_p, abs=5e-5)
+    score = expected_p[2]  # CC1π⁰ score = P(CC1pi0)
+    decision = "TAGGED" if score >= WORKING_POINT else "not tagged"
+    assert f"CC1π⁰: score {score:.4f} → {decision} at threshold {WORKING_POINT:.4f}" in text
+    headers = page.locator("#prediction-table th").all_inner_texts()
+    assert {"model", "quantity", "model value", "truth", "baseline", "model decision"} <= {h.strip() for h in headers}
+    assert "P(CC_other)" in page.inner_text("#prediction-table") and "P(NC)" in page.inner_text("#prediction-table")
+    container = _box(page, "#prediction-table")
+    _assert_within_viewport_width(page, "#prediction-table", viewport)
+    for cell in page.locator("#prediction-table th").all():  # every column visible, none cut on the right
+        _assert_inside(cell.bounding_box(), {**container, "height": 10_000, "y": container["y"] - 1}, "header")
+    _no_horizontal_overflow(page, "#prediction-table")
+    page.screenshot(path=str(ARTIFACTS / f"event_explorer_predictions_{size}.png"), full_page=True)
+
+    page.get_by_role("tab", name="Model summary").click()
+    page.click("#show-summary")
+    page.wait_for_function("document.querySelector('#summary-md')?.innerText.includes('IQR')", timeout=60_000)
+    page.wait_for_selector("#summary-plots img", timeout=30_000)
+    page.wait_for_function("[...document.querySelectorAll('#summary-plots img')].every(i => i.complete && "
+                           "i.naturalWidth > 0)", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"event_explorer_summary_{size}.png"), full_page=True)
+    gallery = _box(page, "#summary-plots")
+    for image in page.locator("#summary-plots img").all():  # the whole plot is drawn: tick and axis labels kept
+        drawn = image.evaluate("""i => { const r = i.getBoundingClientRect(), fit = getComputedStyle(i).objectFit;
+            const sx = r.width / i.naturalWidth, sy = r.height / i.naturalHeight;
+            const scale = fit === 'cover' ? Math.max(sx, sy) : fit === 'none' ? 1 : Math.min(sx, sy);
+            return {fit, shownW: i.naturalWidth * scale, shownH: i.naturalHeight * scale, boxW: r.width,
+                    boxH: r.height}; }""")
+        assert drawn["shownW"] <= drawn["boxW"] + 1 and drawn["shownH"] <= drawn["boxH"] + 1, drawn
+        assert drawn["shownW"] >= 0.3 * viewport["width"] / 2, drawn  # big enough to read
+        _assert_inside(image.bounding_box(), gallery, "gallery image")
+    page.close()
+
+
+@pytest.mark.browser
+def test_fresh_page_upload_shows_first_event(app, events_parquet, tmp_path):
+    viewport = LAPTOPS["1366x768"]
+    page = app.browser.new_page(viewport=viewport)
+    page.goto(app.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#objects th", timeout=60_000)
+    for table, first in (("#objects", "type"), ("#event-features", "feature"), ("#truth", "quantity")):
+        headers = [h.strip() for h in page.locator(f"{table} th").all_inner_texts() if h.strip()]
+        assert headers and headers[0] == first and "1" not in headers, (table, headers)
+    page.get_by_role("tab", name="Predictions").click()
+    headers = [h.strip() for h in page.locator("#prediction-table th").all_inner_texts() if h.strip()]
+    assert headers[:2] == ["model", "quantity"], headers
+    page.get_by_role("tab", name="Event").click()
+    page.screenshot(path=str(ARTIFACTS / "event_explorer_empty_1366x768.png"), full_page=True)
+
+    page.set_input_files("#upload input[type=file]", str(events_parquet))
+    _wait_status(page, "Showing event 0")  # no click on "Show event"
+    assert "Loaded all 60 events from events.parquet" in page.inner_text("#status").replace("`", "")
+    page.wait_for_selector("#views .js-plotly-plot .main-svg", timeout=30_000)
+    assert "uploaded file" in page.locator("#share textarea, #share input").first.input_value()
+
+    page.close()
+
+    bad = tmp_path / "not-events.parquet"  # a fresh page: the File box now shows the uploaded file, not an input
+    bad.write_text("this is not parquet")
+    page = app.browser.new_page(viewport=viewport)
+    page.goto(app.url, wait_until="domcontentloaded")
+    page.wait_for_selector("#upload input[type=file]", state="attached", timeout=60_000)
+    page.set_input_files("#upload input[type=file]", str(bad))
+    _wait_status(page, "not a readable Parquet")
+    status = page.inner_text("#status")
+    assert status.startswith("⚠️") and "not-events.parquet" in status
+    assert "Traceback" not in page.inner_text("body") and "Error" not in page.locator(".toast-title").all_inner_texts()
+    page.screenshot(path=str(ARTIFACTS / "event_explorer_bad_upload_1366x768.png"), full_page=True)
+    page.close()
 
 
 def test_push_space_uploads_the_app(hub, tmp_path, capsys):
