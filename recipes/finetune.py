@@ -193,7 +193,7 @@ def check_init_fit(model, init: str, revision: str | None) -> dict:
     """Compare the checkpoint's tensors with the model's: only the task head (`modeling.get_head_modules`) and
     `config.new_parameter_names` may be re-initialised; anything else (another size / architecture) is an error.
 
-    Returns {"init", "loaded", "reinitialised", "unused"}; keys are compared without the backbone prefix, so a bare
+    Returns {"init", "revision", "loaded" (count), "reinitialised" (names), "unused" (count)}; keys are compared without the backbone prefix, so a bare
     backbone checkpoint fits a task model.
     """
     import modeling
@@ -223,9 +223,9 @@ def check_init_fit(model, init: str, revision: str | None) -> dict:
                             f"re-initialised outside the task head / new input layers ({'; '.join(bad[:3])}"
                             f"{'; ...' if len(bad) > 3 else ''}): the checkpoint has another size or architecture "
                             f"than model.size / model.overrides ask for")
-    used = {strip(k) for k in loaded}
+    names = {strip(k) for k in model.state_dict()}
     return {"init": init, "revision": revision, "loaded": len(loaded), "reinitialised": reinit,
-            "unused": len([k for k in ckpt if k not in used])}
+            "unused": len([k for k in ckpt if k not in names])}  # checkpoint tensors the model has no slot for
 
 
 def wrap_lora(model, model_cfg: ModelConfig):
@@ -458,6 +458,17 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:400]
 
 
+def _user_message(err: BaseException) -> str:
+    """One line for the terminal: KeyError without repr quotes, OSError with its file and errno, no "[Errno n]"."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror if err.filename is None or str(err.filename) in err.strerror else \
+            f"{err.filename}: {err.strerror}"
+        return _first_line(text if f"errno {err.errno}" in text else f"{text} (errno {err.errno})")
+    return _first_line(err)
+
+
 _IO_HINTS = ("No space left", "os error 28", "code: 28", "StorageFull", "Read-only file system", "os error 30",
              "code: 30", "file write failed", "Permission denied")
 
@@ -468,7 +479,8 @@ def writing(path: Path):
     try:
         yield
     except OSError as err:
-        where = err.filename or path
+        hidden = err.filename is None or Path(str(err.filename)).name.startswith(".")  # our temp files
+        where = path if hidden else err.filename
         raise OSError(err.errno, f"cannot write {where}: {err.strerror or err} (errno {err.errno})") from err
     except Exception as err:
         text = str(err)
@@ -870,9 +882,7 @@ def run_from_args(args: argparse.Namespace, overrides: list[str]) -> int:
     except (ConfigError, TrainingError, ValueError, KeyError, TypeError, OSError) as err:
         if os.environ.get("MINERVA_FM_TRACEBACK"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else _first_line(err)
-        if isinstance(err, OSError) and err.errno and f"errno {err.errno}" not in message:
-            message = f"{message} (errno {err.errno})"
+        message = _user_message(err)
         print(f"finetune: error: {message}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
