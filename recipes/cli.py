@@ -27,8 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments and run the chosen subcommand (each sets `func` via `set_defaults`)."""
-    args = build_parser().parse_args(argv)
+    """Parse the arguments and run the chosen subcommand (each sets `func` via `set_defaults`).
+
+    A subcommand that sets `accepts_overrides` receives the arguments it does not define as `args.overrides`
+    (finetune's `--section.key=value` config overrides); any other subcommand refuses them.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "accepts_overrides", False):
+        args.overrides = extra
     return int(args.func(args) or 0)
 
 

@@ -6,12 +6,14 @@ import argparse
 from pathlib import Path
 
 
-def _finetune(args: argparse.Namespace) -> int:
-    from recipes.config import load_config
-    from recipes.finetune import train
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help; descriptions kept as written."""
 
-    train(load_config(args.config, args.overrides), resume=args.resume)
-    return 0
+
+def _finetune(args: argparse.Namespace) -> int:
+    from recipes.finetune import run_from_args
+
+    return run_from_args(args, list(args.overrides))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -31,33 +33,36 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add finetune / evaluate / demo to the `minerva-fm` parser."""
+    from recipes.finetune import add_arguments as add_finetune_arguments
+
     fine = subparsers.add_parser(
         "finetune", help="fine-tune a backbone (run under `accelerate launch` or torchrun for several processes)",
-        description="Extra arguments are dotted config overrides, e.g. --optim.lr=3e-4 --model.mode lora")
-    fine.add_argument("--config", default=None, help="YAML config (recipes/configs/*.yaml)")
-    fine.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
-    fine.add_argument("overrides", nargs=argparse.REMAINDER, help="--section.key=value overrides")
-    fine.set_defaults(func=_finetune)
+        description="Fine-tune a backbone; the same arguments as `accelerate launch recipes/finetune.py`. Extra "
+                    "arguments are dotted config overrides, e.g. --optim.lr=3e-4 --model.mode lora")
+    add_finetune_arguments(fine)
+    fine.set_defaults(func=_finetune, accepts_overrides=True)
 
     from recipes.evaluate import add_arguments
 
-    ev = subparsers.add_parser("evaluate", help="metrics of a model vs the calorimetric / cut baselines -> "
-                                                "eval_results.json + plots")
+    ev = subparsers.add_parser("evaluate", formatter_class=_HelpFormatter,
+                               help="metrics of a model vs the calorimetric / cut baselines -> eval_results.json + "
+                                    "plots")
     add_arguments(ev)
     ev.set_defaults(func=_evaluate)
 
-    demo = subparsers.add_parser("demo", help="synthetic sample -> Parquet -> fine-tune PET (full, LoRA) + MLP -> "
-                                              "evaluate vs baselines -> plots + model card, on CPU in minutes")
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo = subparsers.add_parser("demo", formatter_class=_HelpFormatter,
+                                 help="synthetic sample -> Parquet -> fine-tune PET (full, LoRA) + MLP -> evaluate vs "
+                                      "baselines -> plots + model card, on CPU in minutes")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder of the whole demo")
     demo.add_argument("--events", type=int, default=30_000,
-                      help="synthetic events (plus 10%% in the shifted sample); default 30000")
+                      help="synthetic events (plus 10%% in the shifted sample)")
     demo.add_argument("--steps", type=int, default=None,
-                      help="optimizer steps of every PET run (default: 3000 regression, 800 classification; the "
+                      help="optimizer steps of every PET run (None: 3000 regression, 800 classification; the "
                            "MLP gets min(steps, 1000))")
     demo.add_argument("--paper-sizes", action="store_true", help="use the paper's small PET preset (slow on CPU)")
     demo.add_argument("--tasks", nargs="+", choices=("regression", "classification"),
-                      default=["regression", "classification"])
-    demo.add_argument("--seed", type=int, default=0)
+                      default=["regression", "classification"], help="tasks to run")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
     demo.add_argument("--init", default=None, help="pretrained PET weights (folder / Hub id) for the full and "
-                                                   "LoRA runs; default: random init (no download on CPU machines)")
+                                                   "LoRA runs; None: random init (no download on CPU machines)")
     demo.set_defaults(func=_demo)

@@ -2,7 +2,12 @@
 
     cfg = load_config("recipes/configs/omnilearned_small_full.yaml", ["--optim.lr=3e-4", "--model.mode", "lora"])
 
-A YAML file may name a `base:` YAML (path relative to itself) whose values it overrides, so variants stay short.
+Parsing, type conversion and the `--section.key=value` overrides are draccus's (as in lerobot); this module adds the
+`base:` chains (a YAML file may name a base YAML, path relative to itself, whose values it overrides, so variants stay
+short), dotted keys inside free-form dict fields (`--model.overrides.hidden_size=64`) and one-line errors that name the
+file and field with close matches. `load_typed_config(cls, path, overrides)` does the same for any dataclass config
+(the pretraining recipe builds its own from the same DataConfig / OptimConfig / TrainConfig pieces).
+
 The resolved config is written as `train_config.json` + `train_config.yaml` into every checkpoint and the exported
 model (`save_config`), and a run can be reproduced or resumed from that file alone (`load_config(<that json>)`).
 """
@@ -13,7 +18,7 @@ import dataclasses
 import difflib
 import json
 import os
-import types
+import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +32,15 @@ from modeling import BACKBONES
 BACKBONE_NAMES = tuple(BACKBONES)
 TASKS = ("regression", "classification")
 MODES = ("full", "frozen", "lora", "rw")
+MODES_NEEDING_INIT = ("full", "frozen", "lora")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SCHEDULERS = ("cosine", "constant")
-TRACKERS = ("tensorboard", "none")
+TRACKERS = ("tensorboard", "trackio", "none")
 CONFIG_FILENAMES = ("train_config.json", "train_config.yaml")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message is one line naming the file / field / value."""
 
 
 @dataclass
@@ -40,11 +50,11 @@ class DataConfig:
     # Local folder of Parquet shards (the converter's output) or a Hub dataset repo id ("user/minerva-me-fhc").
     path: str = ""
     revision: str | None = None  # Hub dataset revision (branch, tag or commit); pin it for reproducible runs
-    train_split: str = "train"
-    eval_split: str = "validation"
-    test_split: str = "test"
+    train_split: str = "train"  # split used for training
+    eval_split: str = "validation"  # split of the validation passes (loss, metric, best-model selection)
+    test_split: str = "test"  # split of the final evaluation (recipes/evaluate.py)
     batch_size: int = 2048  # events per process per micro-batch; global batch = this x processes x grad_accum
-    eval_batch_size: int = 4096
+    eval_batch_size: int = 4096  # events per validation batch
     shuffle_buffer: int = 10_000  # streaming shuffle buffer (events); 0 = no shuffling
     max_eval_events: int | None = None  # cap on validation events per evaluation during training (None = all)
 
@@ -63,16 +73,16 @@ class ModelConfig:
     backbone: str = "omnilearned"  # one of BACKBONE_NAMES (modeling.BACKBONES)
     size: str = "small"  # preset name of the backbone's size table
     task: str = "regression"  # regression: E_avail (GeV); classification: 5-class topology
-    # full: every weight trains; frozen: backbone frozen, heads + new input layers train; lora: low-rank adapters
-    # + heads; rw: same architecture, random weights (the paper's "-rw" runs).
-    mode: str = "full"
-    # Initial weights: a save_pretrained folder, a converted checkpoint folder or a Hub model id. None = the
-    # backbone's default pretrained weights where modeling provides them (ignored for mode rw).
+    # rw: random weights, every weight trains (the paper's "-rw" runs); full: every weight of the `init` checkpoint
+    # trains; frozen: backbone frozen, heads + new input layers train; lora: low-rank adapters + heads.
+    mode: str = "rw"
+    # Initial weights for full / frozen / lora: a save_pretrained folder, a converted checkpoint folder or a Hub model
+    # id. Must be empty for rw.
     init: str | None = None
     revision: str | None = None  # Hub revision of `init`
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: int = 16  # LoRA scale numerator (scale = alpha / r)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch
     lora_target_modules: list[str] | None = None  # None = the model's LORA_TARGET_MODULES
     merge_lora: bool = True  # also export the adapter merged into the base weights (output_dir/model)
     overrides: dict[str, Any] = field(default_factory=dict)  # extra model-config fields passed to build_model
@@ -81,6 +91,12 @@ class ModelConfig:
         _check_choice("model.backbone", self.backbone, BACKBONE_NAMES)
         _check_choice("model.task", self.task, TASKS)
         _check_choice("model.mode", self.mode, MODES)
+        if self.mode in MODES_NEEDING_INIT and not self.init:
+            raise ValueError(f"model.mode={self.mode} needs model.init (pretrained weights); "
+                             f"for random weights use mode: rw")
+        if self.mode == "rw" and self.init:
+            raise ValueError(f"model.mode=rw trains from random weights but model.init={self.init!r} is set; "
+                             f"drop model.init or use mode: full")
         if self.mode == "lora" and self.lora_r < 1:
             raise ValueError(f"model.lora_r must be >= 1 for mode lora, got {self.lora_r}")
 
@@ -90,7 +106,7 @@ class BinWeightingConfig:
     """Per-event loss weights N_total / (n_bins x N_bin) from the train split's histogram of one truth column."""
 
     column: str = "e_avail"  # a Parquet truth column (GeV), e.g. e_avail or q3
-    edges: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 100.0])
+    edges: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 100.0])  # bin edges (GeV)
 
     def __post_init__(self) -> None:
         if len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges[:-1], self.edges[1:])):
@@ -101,16 +117,16 @@ class BinWeightingConfig:
 class OptimConfig:
     """AdamW + linear warm-up + cosine decay to 0 at train.max_steps (the paper's recipe, backbones.md §4.5)."""
 
-    lr: float = 1e-4
+    lr: float = 1e-4  # peak learning rate
     weight_decay: float = 0.01  # on every trainable tensor, one parameter group (as the reference)
     warmup_steps: int = 1000  # optimizer steps
     scheduler: str = "cosine"  # cosine | constant (after warm-up)
     grad_clip: float = 1.0  # max global grad norm; 0 = off
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches per optimizer step
     mixed_precision: str = "no"  # no | fp16 | bf16
     # Classification: "auto" = N_total / N_class on the train split (not renormalised, as the reference), a list of 5
     # numbers, or None for an unweighted cross entropy.
-    class_weights: str | list[float] | None = "auto"
+    class_weights: list[float] | str | None = "auto"
     bin_weighting: BinWeightingConfig | None = None  # optional per-bin loss weighting (off in the paper)
 
     def __post_init__(self) -> None:
@@ -130,19 +146,25 @@ class TrainConfig:
     max_steps: int = 250_000  # optimizer steps
     eval_every: int = 1000  # validation (loss + metric) and best-model selection every N steps; 0 = only at the end
     save_every: int = 5000  # accelerate checkpoint every N steps into output_dir/checkpoints/step-N; 0 = never
-    keep_last: int = 2  # checkpoints kept
-    log_every: int = 50
-    seed: int = 42
-    output_dir: str = "runs/finetune"
-    tracker: str = "tensorboard"  # tensorboard (offline, output_dir/logs) | none
+    keep_last: int = 2  # complete checkpoints kept (older ones are pruned once a newer one is complete)
+    log_every: int = 50  # optimizer steps between training-loss rows
+    seed: int = 42  # seed of the init, the shuffling and dropout
+    output_dir: str = "runs/finetune"  # run folder (metrics, logs, checkpoints, best, export)
+    tracker: str = "tensorboard"  # tensorboard | trackio (both offline, under output_dir/logs) | none
     cpu: bool = False  # force CPU (also set by ACCELERATE_USE_CPU=1); on a machine without CUDA CPU is used anyway
+    # torch intra-op threads of a CPU run (per process); None = the CPU cores this process may use / processes
+    num_threads: int | None = None
     progress: bool = True  # tqdm bar on the main process
+    # multiply each event's loss by the Parquet column `event_weight` (MINERvA central-value weight; null = 1)
+    use_event_weights: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("train.tracker", self.tracker, TRACKERS)
         if self.max_steps < 1 or self.eval_every < 0 or self.save_every < 0 or self.keep_last < 1:
             raise ValueError(f"need train.max_steps >= 1, eval_every >= 0, save_every >= 0, keep_last >= 1; got "
                              f"{self.max_steps}, {self.eval_every}, {self.save_every}, {self.keep_last}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"train.num_threads must be >= 1 or null, got {self.num_threads}")
 
 
 @dataclass
@@ -169,73 +191,31 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
-# ------------------------------------------------------------------------------------------------ from dict / YAML
-def from_dict(cls: type, values: dict, where: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, converting types; unknown keys raise naming close matches."""
+# ------------------------------------------------------------------------------------------------ YAML + base chains
+def read_config_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML/JSON config into a nested dict, resolving `base:` chains (relative to the including file)."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"config base chain loops: {loop}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (base of {_chain[-1]})" if _chain else ""))
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML/JSON: {getattr(err, 'problem', None) or err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from None
     if not isinstance(values, dict):
-        raise TypeError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__} {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        key = unknown[0]
-        raise KeyError(f"unknown config key {where + key!r}; close matches: "
-                       f"{[where + c for c in difflib.get_close_matches(key, names, n=3)]}; valid: {names}")
-    kwargs = {k: _convert(v, hints[k], f"{where}{k}") for k, v in values.items()}
-    return cls(**kwargs)
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, where)
-            except (TypeError, ValueError) as err:
-                errors.append(str(err))
-        raise TypeError(f"{where}: {value!r} does not fit {hint}: {'; '.join(errors)}")
-    if dataclasses.is_dataclass(hint):
-        return value if isinstance(value, hint) else from_dict(hint, value, where + ".")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, args[0], where) for v in value] if args else list(value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is Any:
-        return value
-    return _scalar(value, hint, where)
-
-
-def _scalar(value: Any, hint: type, where: str) -> Any:
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise TypeError(f"{where}: expected true/false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or \
-                (isinstance(value, str) and not value.lstrip("-").replace("_", "").isdigit()):
-            raise TypeError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool):
-            raise TypeError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)  # also "1e-4", which YAML 1.1 reads as a string
-        except (TypeError, ValueError):
-            raise TypeError(f"{where}: expected a number, got {value!r}") from None
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{where}: unsupported config type {hint}")
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(values).__name__}")
+    base = values.pop("base", None)
+    if base:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base must be a file name, got {base!r}")
+        values = _deep_merge(read_config_file(path.parent / base, (*_chain, path.resolve())), values)
+    return values
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -246,61 +226,141 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def read_config_file(path: str | os.PathLike) -> dict:
-    """Read a YAML/JSON config into a nested dict, resolving `base:` chains (relative to the including file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as fh:
-        values = yaml.safe_load(fh) or {}
-    if not isinstance(values, dict):
-        raise TypeError(f"{path}: the top level must be a mapping, got {type(values).__name__}")
-    base = values.pop("base", None)
-    if base:
-        values = _deep_merge(read_config_file(path.parent / base), values)
-    return values
+# ------------------------------------------------------------------------------------------------ field paths
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass in a field type (`X` or `X | None`), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    found = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+    return found[0] if found else None
 
 
-def parse_overrides(args: list[str]) -> dict:
-    """`--a.b=value` / `--a.b value` (value parsed as YAML, so 1e-4, true, null, [1, 2] work) -> nested dict."""
-    out: dict = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ValueError(f"override {arg!r} must look like --section.key=value")
-        if "=" in arg:
-            key, raw = arg[2:].split("=", 1)
-        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-            key, raw = arg[2:], args[i + 1]
-            i += 1
+def _is_dict(hint: Any) -> bool:
+    return hint is dict or typing.get_origin(hint) is dict or \
+        any(typing.get_origin(a) is dict for a in typing.get_args(hint))
+
+
+def field_paths(cls: type, prefix: str = "") -> dict[str, str]:
+    """Every settable dotted path of a dataclass config -> "leaf", "section" or "dict" (free-form mapping)."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name, hint = prefix + f.name, hints[f.name]
+        sub = _dataclass_of(hint)
+        if sub is not None:
+            out[name] = "section"
+            out.update(field_paths(sub, name + "."))
         else:
-            raise ValueError(f"override {arg!r} has no value")
-        value = yaml.safe_load(raw) if raw != "" else ""
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-        i += 1
+            out[name] = "dict" if _is_dict(hint) else "leaf"
     return out
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> FinetuneConfig:
-    """Defaults <- YAML/JSON file (with `base:` chain) <- dotted overrides; validated on construction."""
+def _unknown_key_error(key: str, paths: dict[str, str], source: str) -> ConfigError:
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    siblings = [p for p in paths if (p.rsplit(".", 1)[0] if "." in p else "") == section]
+    close = difflib.get_close_matches(key, list(paths), n=3, cutoff=0.6)
+    return ConfigError(f"{source}: unknown config key {key!r}; close matches: {close}; "
+                       f"valid in {section or 'the top level'}: {[p.rsplit('.', 1)[-1] for p in siblings]}")
+
+
+def check_keys(cls: type, values: dict, source: str, prefix: str = "") -> None:
+    """Raise `ConfigError` for a key that is no field of `cls` (with close matches) or a section that is no mapping."""
+    paths = field_paths(cls)
+    for key, value in values.items():
+        path = prefix + str(key)
+        kind = paths.get(path)
+        if kind is None:
+            raise _unknown_key_error(path, paths, source)
+        if kind == "section" and value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {path} must be a mapping of its fields, got {value!r}")
+            check_keys(cls, value, source, path + ".")
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _split_overrides(cls: type, args: list[str], source: str) -> tuple[list[str], dict]:
+    """Check override keys; keep draccus's arguments, turn `--dictfield.key=value` into a nested dict."""
+    paths = field_paths(cls)
+    kept, nested = [], {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"{source}: override {arg!r} must look like --section.key=value")
+        key, has_value, raw = arg[2:].partition("=")
+        takes_next = not has_value and i + 1 < len(args) and not args[i + 1].startswith("--")
+        if not has_value and not takes_next:
+            raise ConfigError(f"{source}: override {arg!r} has no value (--{key}=VALUE)")
+        raw = raw if has_value else args[i + 1]
+        i += 2 if takes_next else 1
+        owner = next((p for p in paths if paths[p] == "dict" and key.startswith(p + ".")), None)
+        if owner is not None:
+            node = nested
+            for part in key.split("."):
+                parent, node = node, node.setdefault(part, {})
+            parent[part] = yaml.safe_load(raw) if raw != "" else ""
+        elif key in paths:
+            kept.append(f"--{key}={raw}")
+        else:
+            raise _unknown_key_error(key, paths, source)
+    return kept, nested
+
+
+def _error_message(err: Exception) -> str:
+    """The most specific message of a draccus error (its cause is the config's own ValueError)."""
+    while err.__cause__ is not None and not str(err).startswith("`"):
+        err = err.__cause__
+    return " ".join(str(err).split())
+
+
+def load_typed_config(cls: type, path: str | os.PathLike | None = None, overrides: list[str] | None = None):
+    """Any dataclass config: defaults <- YAML/JSON file (with `base:` chain) <- dotted overrides (draccus)."""
+    import draccus
+
+    source = str(path) if path else "command line"
     values = read_config_file(path) if path else {}
-    values = _deep_merge(values, parse_overrides(overrides or []))
-    return from_dict(FinetuneConfig, values)
+    args, nested = _split_overrides(cls, list(overrides or []), "command line")
+    values = _deep_merge(values, nested)
+    check_keys(cls, values, source)
+    with tempfile.TemporaryDirectory(prefix="minerva-config-") as tmp:
+        merged = Path(tmp) / "config.yaml"
+        merged.write_text(yaml.safe_dump(values, sort_keys=False))
+        try:
+            return draccus.parse(cls, config_path=merged, args=args, exit_on_error=False)
+        except (draccus.utils.DraccusException, TypeError, ValueError) as err:
+            raise ConfigError(f"{source}: {_error_message(err)}") from None
 
 
-def save_config(cfg: FinetuneConfig, directory: str | os.PathLike) -> None:
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> FinetuneConfig:
+    """The fine-tuning config: defaults <- YAML/JSON file (with `base:` chain) <- dotted overrides; validated."""
+    return load_typed_config(FinetuneConfig, path, overrides)
+
+
+def config_dict(cfg: Any) -> dict:
+    """Plain nested dict of any dataclass config (what `save_config` writes)."""
+    import draccus
+
+    return draccus.encode(cfg)
+
+
+def save_config(cfg: Any, directory: str | os.PathLike) -> None:
     """Write `train_config.json` and `train_config.yaml` into `directory` (atomically: temp file + rename)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    values = cfg.to_dict()
+    values = config_dict(cfg)
     write_text_atomic(directory / "train_config.json", json.dumps(values, indent=2, sort_keys=False) + "\n")
     write_text_atomic(directory / "train_config.yaml", yaml.safe_dump(values, sort_keys=False))
 
 
+def config_help(cls: type = None) -> str:
+    """The config fields as draccus prints them (`--section.key TYPE  comment (default: ...)`), for `--help`."""
+    from draccus.argparsing import ArgumentParser
+
+    text = ArgumentParser(cls or FinetuneConfig).parser.format_help()
+    return text[text.index(f"{(cls or FinetuneConfig).__name__}:"):] if f"{(cls or FinetuneConfig).__name__}:" \
+        in text else text
+
+
 __all__ = ["DataConfig", "ModelConfig", "BinWeightingConfig", "OptimConfig", "TrainConfig", "FinetuneConfig",
-           "load_config", "save_config", "parse_overrides", "read_config_file", "from_dict"]
+           "ConfigError", "load_config", "load_typed_config", "save_config", "config_dict", "read_config_file",
+           "check_keys", "field_paths", "config_help"]

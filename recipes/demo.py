@@ -47,6 +47,7 @@ VALIDATION_EVENTS = 2048  # events per validation pass during training (the fina
 def demo_config(task: str, backbone_yaml: str, out: Path, data: Path, steps: int, mode: str, name: str,
                 init: str | None, extra: list[str] = ()):
     """The run config of one demo fine-tuning run (YAML preset + demo cadence + overrides)."""
+    mode = "rw" if mode == "full" and not init else mode  # no pretrained weights: mode full needs init, so rw
     eval_every = max(steps // 5, 1)
     overrides = [f"--data.path={data}", f"--train.output_dir={out}", f"--train.max_steps={steps}",
                  f"--train.eval_every={eval_every}", "--train.save_every=0", f"--train.log_every={eval_every}",

@@ -2,45 +2,64 @@
 
     accelerate launch recipes/finetune.py --config recipes/configs/omnilearned_small_full.yaml [--resume] [--optim.lr=3e-4]
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 recipes/finetune.py --config ...     # 2 CPU processes
-    minerva-fm finetune --config ...
+    minerva-fm finetune --config ...                                                       # the same arguments
 
 Output folder (`train.output_dir`)::
 
     train_config.json / .yaml        the resolved config (also inside every checkpoint and the export)
     metrics.jsonl                    one JSON row per log / eval step: losses, lr, compute (FLOPs, wall/CPU/GPU hours)
-    logs/                            TensorBoard event files (offline)
+    logs/                            TensorBoard event files or the trackio database (offline)
     checkpoints/step-N/              accelerate save_state (model, optimizer, scheduler, RNG per rank) +
                                      train_state.json (written last: marks a complete checkpoint) + data_state_<rank>.json
     best/model.safetensors           weights with the lowest validation loss so far (+ best.json)
     model/                           export: save_pretrained (safetensors) + train_config; LoRA: the merged model
     adapter/                         LoRA only: the PEFT adapter (save_pretrained) + train_config
+    config_changes.json              only when a run was resumed with --allow-config-change: what changed, at which step
+    train_summary.json               steps, best validation loss, parameter counts, compute, init report, threads
 
-`--resume` restores the latest complete checkpoint and skips the batches already used in the current epoch, so the
-finished run equals an uninterrupted one. The LR schedule and `max_steps` count optimizer steps; the global batch is
-`data.batch_size x processes x optim.grad_accum`.
+Before the first step the targets (and event weights) are checked once, `model.init` must fit the configured model
+except for the task head / new input layers, and unknown `model.overrides` fields are refused. A non-finite loss stops
+the run with an error (nothing is exported). `--resume` restores the latest complete checkpoint (falling back to the
+previous one when it is unreadable) and skips the batches already used in the current epoch, so the finished run
+equals an uninterrupted one; it refuses a config that differs from the checkpoint's unless `--allow-config-change`.
+The LR schedule and `max_steps` count optimizer steps; the global batch is `data.batch_size x processes x
+optim.grad_accum`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import difflib
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # `accelerate launch recipes/finetune.py` / `torchrun recipes/finetune.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minerva_common.atomic import atomic_path, write_text_atomic  # noqa: E402
-from recipes.config import FinetuneConfig, ModelConfig, load_config, save_config  # noqa: E402
+from minerva_common.atomic import atomic_dir, atomic_path, write_text_atomic  # noqa: E402
+from recipes.config import (ConfigError, FinetuneConfig, ModelConfig, config_dict, config_help,  # noqa: E402
+                            load_config, save_config)
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "train_state.json"
 METRICS_FILE = "metrics.jsonl"
+CHANGES_FILE = "config_changes.json"
+EVENT_WEIGHT_COLUMN = "event_weight"
+# config fields that may differ on --resume without changing the result
+RESUME_IGNORED_FIELDS = ("train.progress", "train.tracker", "train.num_threads")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (bad targets, non-finite loss, unusable init or checkpoint); one-line message."""
 
 
 @dataclass
@@ -59,12 +78,64 @@ class TrainState:
     last_eval_step: int = -1
 
 
+# ------------------------------------------------------------------------------------------------------- quiet
+@contextlib.contextmanager
+def quiet_transformers():
+    """No LOAD REPORT tables and no "Loading weights" / "Writing model shards" bars (our own report replaces them)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def configure_threads(cfg: FinetuneConfig, on_cpu: bool) -> dict:
+    """torch intra-op threads: train.num_threads, else OMP_NUM_THREADS, else usable cores / local processes (CPU)."""
+    import torch
+
+    local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cfg.train.num_threads is not None:
+        threads, source = cfg.train.num_threads, "train.num_threads"
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads, source = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    elif on_cpu:
+        threads, source = max(cores // local_processes, 1), f"{cores} usable cores / {local_processes} local processes"
+    else:
+        return {"torch_num_threads": torch.get_num_threads(), "source": "torch default (GPU run)"}
+    torch.set_num_threads(threads)
+    return {"torch_num_threads": torch.get_num_threads(), "source": source}
+
+
 # ------------------------------------------------------------------------------------------------------- model
-def build_finetune_model(model_cfg: ModelConfig, class_weights: list[float] | None = None):
+def check_model_overrides(model_cfg: ModelConfig) -> None:
+    """Unknown fields in `model.overrides` (e.g. `hiden_size`) are errors naming close matches."""
+    import modeling
+
+    config_cls = modeling.load_backbone_classes(model_cfg.backbone)[0]
+    default = config_cls()
+    known = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set()
+    known |= set(default.to_dict())
+    unknown = [k for k in model_cfg.overrides if k not in known and not hasattr(default, k)]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
+        raise ConfigError(f"model.overrides: {unknown[0]!r} is no field of {config_cls.__name__}; close matches: "
+                          f"{close}")
+
+
+def build_finetune_model(model_cfg: ModelConfig, class_weights: list[float] | None = None,
+                         report: dict | None = None):
     """The model of a run: backbone + task head at the configured size and init, prepared for the mode.
 
-    full / rw: every weight trains (rw: random init); frozen: `freeze_backbone()`; lora: peft LoRA on the model's
-    LORA_TARGET_MODULES (or `model.lora_target_modules`) with the task head(s) in `modules_to_save`.
+    rw: random init, every weight trains; full: `init` weights, every weight trains; frozen: `freeze_backbone()`;
+    lora: peft LoRA on the model's LORA_TARGET_MODULES (or `model.lora_target_modules`) with the task head(s) in
+    `modules_to_save`. With `init`, the checkpoint must fit (see `check_init_fit`); `report` receives what loaded.
     """
     import modeling
 
@@ -72,13 +143,89 @@ def build_finetune_model(model_cfg: ModelConfig, class_weights: list[float] | No
     if class_weights is not None and model_cfg.task == "classification":
         overrides["class_weights"] = list(class_weights)
     pretrained = None if model_cfg.mode == "rw" else model_cfg.init
-    model = modeling.build_model(model_cfg.backbone, model_cfg.task, model_cfg.size, pretrained=pretrained,
-                                 revision=model_cfg.revision, **overrides)
-    if model_cfg.mode == "frozen":
-        model.freeze_backbone()
-    elif model_cfg.mode == "lora":
-        model = wrap_lora(model, model_cfg)
+    with quiet_transformers():
+        try:
+            model = modeling.build_model(model_cfg.backbone, model_cfg.task, model_cfg.size, pretrained=pretrained,
+                                         revision=model_cfg.revision, **overrides)
+        except (ConfigError, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if pretrained is None:
+                raise
+            raise TrainingError(f"model.init {pretrained!r}: cannot load as a {model_cfg.backbone} "
+                                f"{model_cfg.task} checkpoint: {_first_line(err)}") from err
+        if pretrained is not None:
+            fit = check_init_fit(model, pretrained, model_cfg.revision)
+            if report is not None:
+                report.update(fit)
+        if model_cfg.mode == "frozen":
+            model.freeze_backbone()
+        elif model_cfg.mode == "lora":
+            model = wrap_lora(model, model_cfg)
     return model
+
+
+def checkpoint_shapes(init: str, revision: str | None) -> tuple[dict[str, list[int]], str | None]:
+    """{tensor name: shape} of a save_pretrained checkpoint (safetensors headers only) and its config model_type."""
+    from safetensors import safe_open
+
+    root = Path(init)
+    if not root.is_dir():
+        from huggingface_hub import snapshot_download
+
+        root = Path(snapshot_download(init, revision=revision, allow_patterns=["*.safetensors", "config.json"]))
+    files = sorted(root.glob("model*.safetensors"))
+    if not files:
+        raise TrainingError(f"model.init {init!r}: no model*.safetensors weights in {root}")
+    shapes = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                shapes.update({k: list(handle.get_slice(k).get_shape()) for k in handle.keys()})
+        except Exception as err:
+            raise TrainingError(f"model.init: {file} is not a readable safetensors file: {_first_line(err)}") from err
+    config_file = root / "config.json"
+    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    return shapes, model_type
+
+
+def check_init_fit(model, init: str, revision: str | None) -> dict:
+    """Compare the checkpoint's tensors with the model's: only the task head (`modeling.get_head_modules`) and
+    `config.new_parameter_names` may be re-initialised; anything else (another size / architecture) is an error.
+
+    Returns {"init", "revision", "loaded" (count), "reinitialised" (names), "unused" (count)}; keys are compared without the backbone prefix, so a bare
+    backbone checkpoint fits a task model.
+    """
+    import modeling
+
+    shapes, model_type = checkpoint_shapes(init, revision)
+    prefix = getattr(model, "base_model_prefix", "") + "."
+
+    def strip(key: str) -> str:
+        return key[len(prefix):] if key.startswith(prefix) else key
+
+    ckpt = {strip(k): v for k, v in shapes.items()}
+    heads = set(modeling.get_head_modules(model))
+    new = set(getattr(model.config, "new_parameter_names", None) or ())
+    loaded, reinit, bad = [], [], []
+    for key, tensor in model.state_dict().items():
+        want = ckpt.get(strip(key))
+        if want == list(tensor.shape):
+            loaded.append(key)
+            continue
+        reinit.append(key)
+        if key.split(".")[0] not in heads and strip(key) not in new:
+            bad.append(f"{key}: " + ("not in the checkpoint" if want is None else
+                                     f"checkpoint {want} vs model {list(tensor.shape)}"))
+    foreign = model_type is not None and model_type != getattr(model.config, "model_type", model_type)
+    if bad and not foreign:  # a foreign backbone (plain BERT) is wrapped by modeling, which loads it strictly
+        raise TrainingError(f"model.init {init!r}: {len(bad)} of {len(reinit) + len(loaded)} tensors would be "
+                            f"re-initialised outside the task head / new input layers ({'; '.join(bad[:3])}"
+                            f"{'; ...' if len(bad) > 3 else ''}): the checkpoint has another size or architecture "
+                            f"than model.size / model.overrides ask for")
+    names = {strip(k) for k in model.state_dict()}
+    return {"init": init, "revision": revision, "loaded": len(loaded), "reinitialised": reinit,
+            "unused": len([k for k in ckpt if k not in names])}  # checkpoint tensors the model has no slot for
 
 
 def wrap_lora(model, model_cfg: ModelConfig):
@@ -117,18 +264,63 @@ def flops_per_token(mode: str, n_params: int, n_trainable: int) -> float:
     return 4.0 * n_params + 2.0 * n_trainable
 
 
-# -------------------------------------------------------------------------------------------------------- losses
-def weighted_loss(outputs, labels, task: str, class_weights, sample_weight):
-    """Per-event-weighted loss (optional per-bin weighting): the model's loss definition with event weights.
+# -------------------------------------------------------------------------------------------------------- data checks
+def check_column(split, column: str, where: str, integer_range: tuple[int, int] | None = None,
+                 allow_null: bool = False):
+    """One pass over `column`: refuse nulls, NaN, +-Inf, negatives (and values outside integer `integer_range`).
 
-    Regression: Huber (delta 1) between the output and log(1 + E/GeV); classification: class-weighted cross entropy.
-    The weighted mean divides by the sum of the effective weights, as torch's class-weighted mean does.
+    Returns the values as float64 (nulls as NaN) for the class / bin statistics.
+    """
+    import numpy as np
+
+    names = split.column_names or []
+    if column not in names:
+        raise TrainingError(f"{where}: column {column!r} missing; columns: {names}")
+    parts, null_parts = [], []
+    for table in split.select_columns([column]).with_format("arrow").iter(batch_size=65_536):
+        values = table.column(column)
+        null_parts.append(values.is_null().to_numpy(zero_copy_only=False))
+        parts.append(values.to_numpy(zero_copy_only=False).astype(np.float64))
+    values = np.concatenate(parts) if parts else np.empty(0)
+    null = np.concatenate(null_parts) if null_parts else np.empty(0, bool)
+    finite = np.isfinite(values)
+    checks = {"null": null & (not allow_null), "NaN": np.isnan(values) & ~null, "+-Inf": np.isinf(values),
+              "negative": finite & (values < 0)}
+    if integer_range is not None:
+        low, high = integer_range
+        checks[f"non-class (not an integer in [{low}, {high}))"] = finite & (values >= 0) & \
+            ((values < low) | (values >= high) | (values != np.round(values)))
+    invalid = np.logical_or.reduce(list(checks.values())) if len(values) else np.zeros(0, bool)
+    if invalid.any():
+        counts = ", ".join(f"{int(mask.sum())} {kind}" for kind, mask in checks.items() if mask.any())
+        raise TrainingError(f"{where}: column {column!r} has {counts} of {len(values)} events (first at row "
+                            f"{int(np.flatnonzero(invalid)[0])}); fix or drop them before training")
+    return values
+
+
+def check_targets(cfg: FinetuneConfig, split, split_name: str):
+    """The task target of one split, checked once up front (see `check_column`)."""
+    from dataset_builder.collator import TASK_LABEL_COLUMNS
+    from dataset_builder.schema import NUM_TOPOLOGIES
+
+    column = TASK_LABEL_COLUMNS[cfg.model.task][0]
+    bounds = (0, NUM_TOPOLOGIES) if cfg.model.task == "classification" else None
+    return check_column(split, column, f"data {cfg.data.path} split {split_name!r}", integer_range=bounds)
+
+
+# -------------------------------------------------------------------------------------------------------- losses
+def weighted_loss(outputs, labels, task: str, class_weights, sample_weight, huber_delta: float = 1.0):
+    """Per-event-weighted loss (bin / event weights): the model's loss definition with event weights.
+
+    Regression: Huber (delta = the model config's huber_delta) between the output and log(1 + E/GeV);
+    classification: class-weighted cross entropy. The weighted mean divides by the sum of the effective weights, as
+    torch's class-weighted mean does.
     """
     import torch
     import torch.nn.functional as F
 
     if task == "regression":
-        per_event = F.huber_loss(outputs.logits.squeeze(-1).float(), torch.log1p(labels.float()), delta=1.0,
+        per_event = F.huber_loss(outputs.logits.squeeze(-1).float(), torch.log1p(labels.float()), delta=huber_delta,
                                  reduction="none")
         weight = sample_weight
     else:
@@ -142,36 +334,102 @@ def weighted_loss(outputs, labels, task: str, class_weights, sample_weight):
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
     """Complete checkpoints (train_state.json present), oldest first."""
     root = output_dir / CHECKPOINT_DIR
-    found = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    found = [p for p in root.glob("step-*") if p.name[5:].isdigit() and (p / STATE_FILE).is_file()] \
+        if root.is_dir() else []
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
 def save_checkpoint(accelerator, cfg: FinetuneConfig, state: TrainState, position: tuple[int, int]) -> Path:
-    """accelerate save_state + per-rank data position; train_state.json last (marks it complete); prune old ones."""
+    """accelerate save_state + per-rank data position; train_state.json last (marks it complete); prune old ones.
+
+    Pruning happens only after the new checkpoint is complete, so a kill mid-save always leaves a complete one
+    (accelerate's `total_limit` deletes before it writes and counts incomplete folders).
+    """
     output_dir = Path(cfg.train.output_dir)
     path = output_dir / CHECKPOINT_DIR / f"step-{state.step}"
-    accelerator.save_state(str(path))
-    _write_json(path / f"data_state_{accelerator.process_index}.json",
-                {"epoch": position[0], "batches_in_epoch": position[1]})
+    if accelerator.is_main_process and path.exists():  # a stale folder (after a fallback) must not look complete
+        shutil.rmtree(path)
+    accelerator.wait_for_everyone()
+    with writing(path), quiet_transformers():
+        accelerator.save_state(str(path))
+        _write_json(path / f"data_state_{accelerator.process_index}.json",
+                    {"epoch": position[0], "batches_in_epoch": position[1]})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_config(cfg, path)
-        _write_json(path / STATE_FILE, asdict(state))
+        with writing(path):
+            save_config(cfg, path)
+            _write_json(path / STATE_FILE, asdict(state))
         for old in checkpoint_dirs(output_dir)[:-cfg.train.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return path
 
 
-def load_checkpoint(accelerator, path: Path) -> tuple[TrainState, tuple[int, int]]:
-    """Restore model/optimizer/scheduler/RNG from `path`; return the counters and this rank's data position."""
-    accelerator.load_state(str(path))
+def config_changes(saved: dict, current: dict) -> dict[str, list]:
+    """{dotted field: [checkpoint value, new value]} for every field that differs (ignoring RESUME_IGNORED_FIELDS)."""
+    old, new = _flat(saved), _flat(current)
+    return {k: [old.get(k), new.get(k)] for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and k not in RESUME_IGNORED_FIELDS}
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "overrides":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _read_checkpoint(path: Path, rank: int) -> tuple[dict, TrainState, tuple[int, int]]:
+    """Config, counters and this rank's data position of a checkpoint (ValueError / OSError when unreadable)."""
+    saved = json.loads((path / "train_config.json").read_text())
     state = TrainState(**json.loads((path / STATE_FILE).read_text()))
-    data_file = path / f"data_state_{accelerator.process_index}.json"
-    if not data_file.is_file():
-        raise FileNotFoundError(f"{data_file} missing: the checkpoint was written with a different number of processes")
-    position = json.loads(data_file.read_text())
-    return state, (position["epoch"], position["batches_in_epoch"])
+    position = json.loads((path / f"data_state_{rank}.json").read_text())
+    return saved, state, (int(position["epoch"]), int(position["batches_in_epoch"]))
+
+
+def restore_latest(accelerator, cfg: FinetuneConfig, allow_config_change: bool):
+    """Load the newest loadable complete checkpoint (falling back past unreadable ones, saying so).
+
+    Returns (path, state, position, changes, skipped) or None when there is no complete checkpoint. A config that
+    differs from the checkpoint's raises unless `allow_config_change`.
+    """
+    import torch
+
+    output_dir = Path(cfg.train.output_dir)
+    found = checkpoint_dirs(output_dir)
+    skipped = []
+    for path in reversed(found):
+        if not (path / f"data_state_{accelerator.process_index}.json").is_file() and \
+                (path / "data_state_0.json").is_file():
+            raise TrainingError(f"--resume: {path} was written by a different number of processes (no "
+                                f"data_state_{accelerator.process_index}.json); resume with the same process count")
+        error = None
+        try:
+            saved, state, position = _read_checkpoint(path, accelerator.process_index)
+            changes = config_changes(saved, config_dict(cfg))
+            if changes and not allow_config_change:
+                listed = ", ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in changes.items())
+                raise ConfigError(f"--resume: the config differs from the checkpoint {path} ({listed}); resume with "
+                                  f"the checkpoint's config or pass --allow-config-change (the change is recorded)")
+            accelerator.load_state(str(path))
+        except ConfigError:
+            raise
+        except Exception as err:  # truncated safetensors, garbled optimizer / RNG / JSON files
+            error = f"{type(err).__name__}: {_first_line(err)}"
+        failed = accelerator.reduce(torch.tensor([0.0 if error is None else 1.0], device=accelerator.device),
+                                    reduction="sum")
+        if float(failed) == 0:
+            return path, state, position, changes, skipped
+        skipped.append(str(path))
+        accelerator.print(f"--resume: checkpoint {path} is unreadable ({error or 'on another rank'}); falling back "
+                          f"to the previous complete checkpoint")
+    if skipped:
+        raise TrainingError(f"--resume: no complete checkpoint under {output_dir / CHECKPOINT_DIR} could be loaded "
+                            f"(tried {skipped})")
+    return None
 
 
 def _write_json(path: Path, values: dict) -> None:
@@ -182,142 +440,308 @@ def append_metrics(output_dir: Path, row: dict) -> None:
     """Append one JSON row to metrics.jsonl (main process only)."""
     from recipes.evaluate import json_safe
 
-    with open(output_dir / METRICS_FILE, "a") as fh:
+    with writing(output_dir / METRICS_FILE), open(output_dir / METRICS_FILE, "a") as fh:
         fh.write(json.dumps(json_safe(row)) + "\n")
 
 
 def truncate_metrics(output_dir: Path, step: int) -> None:
-    """Drop metrics rows after `step` (a resumed run re-logs them)."""
+    """Drop metrics rows after `step` (a resumed run re-logs them); atomic rewrite."""
     path = output_dir / METRICS_FILE
     if path.is_file():
         rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(row + "\n" for row in rows))
+        write_text_atomic(path, "".join(row + "\n" for row in rows))
+
+
+# ---------------------------------------------------------------------------------------------------------- errors
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:400]
+
+
+def _user_message(err: BaseException) -> str:
+    """One line for the terminal: KeyError without repr quotes, OSError with its file and errno, no "[Errno n]"."""
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror if err.filename is None or str(err.filename) in err.strerror else \
+            f"{err.filename}: {err.strerror}"
+        return _first_line(text if f"errno {err.errno}" in text else f"{text} (errno {err.errno})")
+    return _first_line(err)
+
+
+_IO_HINTS = ("No space left", "os error 28", "code: 28", "StorageFull", "Read-only file system", "os error 30",
+             "code: 30", "file write failed", "Permission denied")
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn write failures (read-only folder, disk full, also as wrapped by safetensors / torch) into one OSError."""
+    try:
+        yield
+    except OSError as err:
+        hidden = err.filename is None or Path(str(err.filename)).name.startswith(".")  # our temp files
+        where = path if hidden else err.filename
+        raise OSError(err.errno, f"cannot write {where}: {err.strerror or err} (errno {err.errno})") from err
+    except Exception as err:
+        text = str(err)
+        if not any(hint in text for hint in _IO_HINTS):
+            raise
+        code = 28 if ("28" in text or "space" in text.lower() or "StorageFull" in text) else 30
+        raise OSError(code, f"cannot write {path}: {_first_line(err)} (errno {code})") from err
 
 
 # ------------------------------------------------------------------------------------------------------- training
-def train(cfg: FinetuneConfig, resume: bool = False) -> dict:
+@dataclass
+class Run:
+    """Everything the training loop needs, built once by `build_run`."""
+
+    cfg: FinetuneConfig
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    collator: Any
+    batches: Any
+    val_split: Any
+    state: TrainState
+    class_weights: list[float] | None
+    bin_weight_table: Any
+    event_weights: bool
+    huber_delta: float
+    per_token: float
+    n_params: int
+    n_trainable: int
+    info: dict = field(default_factory=dict)  # init report, threads, resume details -> train_summary.json
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.train.output_dir)
+
+
+def train(cfg: FinetuneConfig, resume: bool = False, allow_config_change: bool = False) -> dict:
     """Run (or resume) one fine-tuning run; returns a summary (steps, best validation loss, export paths)."""
+    run = build_run(cfg, resume, allow_config_change)
+    training_loop(run)
+    return finalize(run)
+
+
+def build_run(cfg: FinetuneConfig, resume: bool = False, allow_config_change: bool = False) -> Run:
+    """Checks, accelerator, data, model, optimizer, scheduler and (on resume) the restored checkpoint."""
     import torch
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     from dataset_builder.collator import MinervaCollator
-    from recipes.accelerator import build_accelerator
-    from recipes.data import EpochIterator, load_split, training_stream
+    from recipes.accelerator import build_accelerator, use_cpu
+    from recipes.data import EpochIterator, bin_weights, inverse_frequency_class_weights, load_split, \
+        training_stream
 
     if not cfg.data.path:
-        raise ValueError("data.path is empty: give a converted Parquet folder or Hub dataset id (--data.path=...)")
+        raise ConfigError("data.path is empty: give a converted Parquet folder or Hub dataset id (--data.path=...)")
+    check_model_overrides(cfg.model)
+    threads = configure_threads(cfg, use_cpu(cfg))
     output_dir = Path(cfg.train.output_dir)
-    accelerator = build_accelerator(cfg)
+    with writing(output_dir):
+        accelerator = build_accelerator(cfg)
     set_seed(cfg.train.seed)
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir)
-    collator = MinervaCollator(task=cfg.model.task)
+        with writing(output_dir):
+            output_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                save_config(cfg, output_dir)
     train_split = load_split(cfg.data.path, cfg.data.train_split, cfg.data.revision)
-    class_weights = resolve_class_weights(cfg, train_split)
-    bin_weight_table = resolve_bin_weights(cfg, train_split)
-    model = build_finetune_model(cfg.model, class_weights)
+    val_split = load_split(cfg.data.path, cfg.data.eval_split, cfg.data.revision)
+    targets = check_targets(cfg, train_split, cfg.data.train_split)
+    check_targets(cfg, val_split, cfg.data.eval_split)
+    if cfg.train.use_event_weights:
+        check_column(train_split, EVENT_WEIGHT_COLUMN, f"train.use_event_weights: data {cfg.data.path} split "
+                     f"{cfg.data.train_split!r}", allow_null=True)
+    class_weights = None
+    if cfg.model.task == "classification" and cfg.optim.class_weights is not None:
+        class_weights = inverse_frequency_class_weights(targets.astype("int64")) \
+            if cfg.optim.class_weights == "auto" else list(cfg.optim.class_weights)
+    bin_weight_table = None
+    if cfg.optim.bin_weighting is not None:
+        from recipes.data import column_values
+
+        spec = cfg.optim.bin_weighting
+        values = targets if spec.column == TASK_COLUMN[cfg.model.task] else column_values(train_split, spec.column)
+        bin_weight_table = bin_weights(values, spec.edges)
+
+    info = {"threads": threads}
+    if cfg.train.tracker == "trackio":
+        from recipes.accelerator import trackio_dir
+
+        info["trackio_dir"] = str(trackio_dir())
+    init_report: dict = {}
+    model = build_finetune_model(cfg.model, class_weights, report=init_report)
+    if init_report:
+        info["init"] = init_report
+        accelerator.print(f"model.init {init_report['init']}: loaded {init_report['loaded']} tensors, re-initialised "
+                          f"{len(init_report['reinitialised'])} (task head / new input layers"
+                          f"{': ' + ', '.join(init_report['reinitialised'][:6]) if init_report['reinitialised'] else ''}"
+                          f"), {init_report['unused']} checkpoint tensors unused")
+    huber_delta = float(getattr(getattr(model, "config", None), "huber_delta", 1.0) or 1.0)
     n_params, n_trainable = parameter_counts(model)
-    per_token = flops_per_token(cfg.model.mode, n_params, n_trainable)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = build_scheduler(cfg, optimizer)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     state, position = TrainState(), (0, 0)
-    if resume:
-        found = checkpoint_dirs(output_dir)
-        if found:
-            state, position = load_checkpoint(accelerator, found[-1])
-            accelerator.print(f"resumed from {found[-1]} (step {state.step}, epoch {position[0]}, "
-                              f"batch {position[1]})")
-            if accelerator.is_main_process:
-                truncate_metrics(output_dir, state.step)
-        else:
+    restored = restore_latest(accelerator, cfg, allow_config_change) if resume else None
+    if restored:
+        path, state, position, changes, skipped = restored
+        accelerator.print(f"resumed from {path} (step {state.step}, epoch {position[0]}, batch {position[1]})")
+        info["resumed_from"] = str(path)
+        if skipped:
+            info["skipped_checkpoints"] = skipped
+        if accelerator.is_main_process:
+            for bad in skipped:  # a later save of that step must not mix with its unreadable files
+                shutil.rmtree(bad, ignore_errors=True)
+            truncate_metrics(output_dir, state.step)
+            if changes:
+                record_config_changes(output_dir, state.step, changes)
+                accelerator.print(f"--allow-config-change: {', '.join(changes)} changed at step {state.step} "
+                                  f"(recorded in {output_dir / CHANGES_FILE})")
+            save_config(cfg, output_dir)
+        accelerator.wait_for_everyone()
+    else:
+        if resume:
             accelerator.print(f"--resume: no complete checkpoint under {output_dir / CHECKPOINT_DIR}; starting fresh")
-    elif accelerator.is_main_process:
-        (output_dir / METRICS_FILE).unlink(missing_ok=True)
+        if accelerator.is_main_process:
+            save_config(cfg, output_dir)
+            (output_dir / METRICS_FILE).unlink(missing_ok=True)
+            (output_dir / CHANGES_FILE).unlink(missing_ok=True)
 
     stream = training_stream(train_split, cfg.train.seed, cfg.data.shuffle_buffer, accelerator.process_index,
                              accelerator.num_processes)
-    batches = EpochIterator(stream, cfg.data.batch_size, start=position)
-    val_split = load_split(cfg.data.path, cfg.data.eval_split, cfg.data.revision)
+    return Run(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+               collator=MinervaCollator(task=cfg.model.task),
+               batches=EpochIterator(stream, cfg.data.batch_size, start=position), val_split=val_split, state=state,
+               class_weights=class_weights, bin_weight_table=bin_weight_table,
+               event_weights=cfg.train.use_event_weights, huber_delta=huber_delta,
+               per_token=flops_per_token(cfg.model.mode, n_params, n_trainable), n_params=n_params,
+               n_trainable=n_trainable, info=info)
+
+
+TASK_COLUMN = {"regression": "e_avail", "classification": "topology"}
+
+
+def record_config_changes(output_dir: Path, step: int, changes: dict) -> None:
+    """Append {step, changed} to config_changes.json (the run's record of what --allow-config-change let through)."""
+    path = output_dir / CHANGES_FILE
+    history = json.loads(path.read_text()) if path.is_file() else []
+    history.append({"step": step, "changed": changes, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _write_json(path, history)
+
+
+def training_loop(run: Run) -> None:
+    """Optimizer steps until train.max_steps: accumulate, clip, log, validate, checkpoint; stop on a non-finite loss."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
     use_mlp_tokens = cfg.model.backbone == "mlp"
     gpus = accelerator.num_processes if accelerator.device.type == "cuda" else 0
-
-    progress = tqdm(total=cfg.train.max_steps, initial=state.step, desc=cfg.name, dynamic_ncols=True,
+    progress = tqdm(total=cfg.train.max_steps, initial=state.step, dynamic_ncols=True,
+                    desc=f"finetune {cfg.name} ({cfg.model.task}, {cfg.model.backbone}-{cfg.model.size}, "
+                         f"{cfg.model.mode})",
                     disable=not (cfg.train.progress and accelerator.is_local_main_process))
     window = torch.zeros(4, dtype=torch.float64)  # loss x events, events, tokens, cpu seconds since last log
     t_wall, t_cpu = time.time(), time.process_time()
-    model.train()
-    while state.step < cfg.train.max_steps:
-        for _ in range(cfg.optim.grad_accum):
-            table = next(batches)
-            batch = {k: v.to(accelerator.device) for k, v in collator.collate_arrow(table).items()}
-            with accelerator.accumulate(model):
-                loss = forward_loss(model, batch, table, cfg, class_weights, bin_weight_table)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            n = table.num_rows
-            tokens = n if use_mlp_tokens else int(batch["attention_mask"].sum()) + n
-            window += torch.tensor([float(loss.detach()) * n, n, tokens, 0.0], dtype=torch.float64)
-        scheduler.step()
-        state.step += 1
-        progress.update(1)
+    run.model.train()
+    try:
+        while state.step < cfg.train.max_steps:
+            for micro in range(cfg.optim.grad_accum):
+                table = next(run.batches)
+                batch = {k: v.to(accelerator.device) for k, v in run.collator.collate_arrow(table).items()}
+                with accelerator.accumulate(run.model):
+                    loss = forward_loss(run, batch, table)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise TrainingError(
+                            f"loss became {value} at step {state.step + 1} (micro-batch {micro + 1}, rank "
+                            f"{accelerator.process_index}); stopping without export: lower optim.lr (now "
+                            f"{cfg.optim.lr}), set optim.grad_clip (now {cfg.optim.grad_clip}) or check the inputs")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
+                        accelerator.clip_grad_norm_(run.model.parameters(), cfg.optim.grad_clip)
+                    run.optimizer.step()
+                    run.optimizer.zero_grad(set_to_none=True)
+                n = table.num_rows
+                tokens = n if use_mlp_tokens else int(batch["attention_mask"].sum()) + n
+                window += torch.tensor([value * n, n, tokens, 0.0], dtype=torch.float64)
+            run.scheduler.step()
+            state.step += 1
+            progress.update(1)
 
-        if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
-            now_wall, now_cpu = time.time(), time.process_time()
-            window[3] = now_cpu - t_cpu
-            totals = accelerator.reduce(window.to(accelerator.device), reduction="sum").cpu()
-            state.events += int(totals[1])
-            state.tokens += int(totals[2])
-            state.flops += per_token * float(totals[2])
-            state.wall_seconds += now_wall - t_wall
-            state.cpu_seconds += float(totals[3])
-            state.gpu_seconds += (now_wall - t_wall) * gpus
-            t_wall, t_cpu = now_wall, now_cpu
-            row = {"step": state.step, "train/loss": float(totals[0] / max(totals[1], 1)),
-                   "train/lr": scheduler.get_last_lr()[0], **compute_row(state)}
-            window.zero_()
-            log(accelerator, output_dir, row)
-            progress.set_postfix(loss=f"{row['train/loss']:.4f}")
+            if state.step % cfg.train.log_every == 0 or state.step == cfg.train.max_steps:
+                now_wall, now_cpu = time.time(), time.process_time()
+                window[3] = now_cpu - t_cpu
+                totals = accelerator.reduce(window.to(accelerator.device), reduction="sum").cpu()
+                state.events += int(totals[1])
+                state.tokens += int(totals[2])
+                state.flops += run.per_token * float(totals[2])
+                state.wall_seconds += now_wall - t_wall
+                state.cpu_seconds += float(totals[3])
+                state.gpu_seconds += (now_wall - t_wall) * gpus
+                t_wall, t_cpu = now_wall, now_cpu
+                row = {"step": state.step, "train/loss": float(totals[0] / max(totals[1], 1)),
+                       "train/lr": run.scheduler.get_last_lr()[0], **compute_row(state)}
+                window.zero_()
+                log(accelerator, run.output_dir, row)
+                progress.set_postfix(loss=f"{row['train/loss']:.4f}")
 
-        if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or state.step == cfg.train.max_steps:
-            run_validation(accelerator, model, val_split, collator, cfg, state)
-            model.train()
-        if cfg.train.save_every and state.step % cfg.train.save_every == 0 and state.step < cfg.train.max_steps:
-            save_checkpoint(accelerator, cfg, state, batches.position())
-    progress.close()
+            if (cfg.train.eval_every and state.step % cfg.train.eval_every == 0) or \
+                    state.step == cfg.train.max_steps:
+                run_validation(accelerator, run.model, run.val_split, run.collator, cfg, state)
+                run.model.train()
+            if cfg.train.save_every and state.step % cfg.train.save_every == 0 and state.step < cfg.train.max_steps:
+                save_checkpoint(accelerator, cfg, state, run.batches.position())
+    finally:
+        progress.close()
 
+
+def finalize(run: Run) -> dict:
+    """Export the best weights, write train_summary.json, close the trackers; returns the summary."""
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
     summary = {"step": state.step, "best_val_loss": state.best_val_loss, "best_step": state.best_step,
-               "n_params": n_params, "n_trainable": n_trainable, **compute_row(state)}
+               "n_params": run.n_params, "n_trainable": run.n_trainable, **compute_row(state),
+               "torch_num_threads": run.info["threads"]["torch_num_threads"],
+               "torch_num_threads_source": run.info["threads"]["source"], "processes": accelerator.num_processes,
+               **{k: v for k, v in run.info.items() if k != "threads"}}
+    if (run.output_dir / CHANGES_FILE).is_file():
+        summary["config_changes"] = json.loads((run.output_dir / CHANGES_FILE).read_text())
     if accelerator.is_main_process:
-        summary.update(export(accelerator.unwrap_model(model), cfg))
-        _write_json(output_dir / "train_summary.json", _json_ready(summary))
+        summary.update(export(accelerator.unwrap_model(run.model), cfg))
+        with writing(run.output_dir):
+            _write_json(run.output_dir / "train_summary.json", _json_ready(summary))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
 
 
-def forward_loss(model, batch: dict, table, cfg: FinetuneConfig, class_weights, bin_weight_table):
-    """The training loss of one micro-batch (the model's own loss unless per-bin weighting is on)."""
+def forward_loss(run: Run, batch: dict, table):
+    """The training loss of one micro-batch: the model's own loss, or the weighted one with bin / event weights."""
+    import numpy as np
     import torch
 
     from recipes.data import bin_of
 
-    if bin_weight_table is None:
-        return model(**batch).loss
+    if run.bin_weight_table is None and not run.event_weights:
+        return run.model(**batch).loss
     labels = batch.pop("labels")
-    outputs = model(**batch)
-    column = cfg.optim.bin_weighting.column
-    values = table.column(column).to_numpy(zero_copy_only=False)
-    weight = torch.as_tensor(bin_weight_table[bin_of(values, cfg.optim.bin_weighting.edges)],
-                             dtype=torch.float32, device=labels.device)
-    return weighted_loss(outputs, labels, cfg.model.task, class_weights, weight)
+    outputs = run.model(**batch)
+    weight = np.ones(table.num_rows)
+    if run.bin_weight_table is not None:
+        spec = run.cfg.optim.bin_weighting
+        weight = weight * run.bin_weight_table[bin_of(table.column(spec.column).to_numpy(zero_copy_only=False),
+                                                      spec.edges)]
+    if run.event_weights:
+        column = table.column(EVENT_WEIGHT_COLUMN).fill_null(1.0)  # data events carry no MC weight
+        weight = weight * column.to_numpy(zero_copy_only=False)
+    weight = torch.as_tensor(weight, dtype=torch.float32, device=labels.device)
+    return weighted_loss(outputs, labels, run.cfg.model.task, run.class_weights, weight, run.huber_delta)
 
 
 def compute_row(state: TrainState) -> dict:
@@ -343,27 +767,6 @@ def build_scheduler(cfg: FinetuneConfig, optimizer):
     if cfg.optim.scheduler == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup, cfg.train.max_steps)
     return get_constant_schedule_with_warmup(optimizer, warmup)
-
-
-def resolve_class_weights(cfg: FinetuneConfig, train_split) -> list[float] | None:
-    """Class weights of the classification loss: from the config, or N_total / N_class on the train split."""
-    from recipes.data import column_values, inverse_frequency_class_weights
-
-    if cfg.model.task != "classification" or cfg.optim.class_weights is None:
-        return None
-    if cfg.optim.class_weights == "auto":
-        return inverse_frequency_class_weights(column_values(train_split, "topology"))
-    return list(cfg.optim.class_weights)
-
-
-def resolve_bin_weights(cfg: FinetuneConfig, train_split):
-    """Per-bin loss weights from the train split's histogram of `optim.bin_weighting.column` (None when off)."""
-    from recipes.data import bin_weights, column_values
-
-    if cfg.optim.bin_weighting is None:
-        return None
-    spec = cfg.optim.bin_weighting
-    return bin_weights(column_values(train_split, spec.column), spec.edges)
 
 
 # ------------------------------------------------------------------------------------------------------ validation
@@ -409,9 +812,9 @@ def save_best(net, output_dir: Path, state: TrainState) -> None:
     from safetensors.torch import save_model
 
     best = output_dir / "best"
-    with atomic_path(best / "model.safetensors") as tmp:
+    with writing(best), atomic_path(best / "model.safetensors") as tmp:
         save_model(net, str(tmp))
-    _write_json(best / "best.json", {"step": state.best_step, "val_loss": state.best_val_loss})
+        _write_json(best / "best.json", {"step": state.best_step, "val_loss": state.best_val_loss})
 
 
 # ---------------------------------------------------------------------------------------------------------- export
@@ -424,7 +827,7 @@ def export(net, cfg: FinetuneConfig) -> dict:
     if best.is_file():
         load_model(net, str(best), device=str(next(net.parameters()).device))
     paths = {}
-    if cfg.model.mode == "lora":
+    if cfg.model.mode == "lora":  # the adapter's README is PEFT's blank template until the model card replaces it
         paths["adapter_dir"] = str(_save_folder(net, output_dir / "adapter", cfg))
         if cfg.model.merge_lora:
             paths["model_dir"] = str(_save_folder(net.merge_and_unload(), output_dir / "model", cfg))
@@ -434,12 +837,13 @@ def export(net, cfg: FinetuneConfig) -> dict:
 
 
 def _save_folder(net, target: Path, cfg: FinetuneConfig) -> Path:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    net.save_pretrained(str(tmp))
-    save_config(cfg, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    """save_pretrained + train_config into `target`, replaced as a whole (atomic_dir); no PEFT template README."""
+    with writing(target), quiet_transformers(), atomic_dir(target) as tmp:
+        net.save_pretrained(str(tmp))
+        save_config(cfg, tmp)
+        readme = tmp / "README.md"
+        if readme.is_file() and "[More Information Needed]" in readme.read_text(errors="replace"):
+            readme.unlink()
     return target
 
 
@@ -450,22 +854,47 @@ def _json_ready(values: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------ main
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option; the config-field list kept as printed."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The finetune options (the rest of the command line are dotted config overrides)."""
-    parser.add_argument("--config", default=None, help="YAML config (recipes/configs/*.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    """The finetune options, one definition for `recipes/finetune.py` and `minerva-fm finetune`; every other
+    `--section.key=value` argument is a config override (listed in the help with its default)."""
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = ("Config overrides: --section.key=VALUE or --section.key VALUE (YAML values: 1e-4, true, null, "
+                     "[1, 2]); --model.overrides.FIELD=VALUE sets a model-config field.\n\n" + config_help())
+    parser.add_argument("--config", default=None, help="YAML/JSON config (recipes/configs/*.yaml or a saved "
+                                                       "train_config.json); none = the built-in defaults")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest complete checkpoint in train.output_dir")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept a config that differs from the checkpoint's (recorded in "
+                             "config_changes.json)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse `--config`, `--resume` and `--section.key=value` overrides, then `train(cfg)`."""
-    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    args, overrides = parser.parse_known_args(argv)
-    cfg = load_config(args.config, overrides)
-    summary = train(cfg, resume=args.resume)
+def run_from_args(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Load the config, train, print the summary (rank 0); user errors are one line on stderr and exit code 2."""
+    try:
+        cfg = load_config(args.config, overrides)
+        summary = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+    except (ConfigError, TrainingError, ValueError, KeyError, TypeError, OSError) as err:
+        if os.environ.get("MINERVA_FM_TRACEBACK"):
+            raise
+        message = _user_message(err)
+        print(f"finetune: error: {message}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(_json_ready(summary), indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`--config`, `--resume`, `--allow-config-change` and `--section.key=value` overrides, then `train(cfg)`."""
+    parser = add_arguments(argparse.ArgumentParser(prog="finetune", description=__doc__.split("\n")[0]))
+    args, overrides = parser.parse_known_args(argv)
+    return run_from_args(args, overrides)
 
 
 if __name__ == "__main__":

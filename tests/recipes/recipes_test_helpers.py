@@ -110,3 +110,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def set_column(root: Path, split: str, name: str, values_of, dtype=None) -> None:
+    """Replace (or add) column `name` in every shard of `split`: `values_of(table)` gives the new values."""
+    for shard in sorted((root / "data" / split).glob("*.parquet")):
+        table = pq.read_table(shard)
+        array = pa.array(values_of(table), type=dtype or (table.schema.field(name).type if name in
+                                                           table.schema.names else None))
+        table = table.set_column(table.schema.get_field_index(name), name, array) if name in table.schema.names \
+            else table.append_column(name, array)
+        pq.write_table(table, shard)
+
+
+def copy_dataset(source: Path, target: Path) -> Path:
+    """A private copy of a dataset folder (tests that edit columns must not touch the session fixture)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    return target

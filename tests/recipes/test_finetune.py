@@ -32,20 +32,36 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.fixture(scope="module")
+def mlp_init(tmp_path_factory) -> Path:
+    """A save_pretrained event-MLP regression checkpoint (random weights, seed 123): the `model.init` of the tests."""
+    import modeling
+
+    torch.manual_seed(123)
+    folder = tmp_path_factory.mktemp("mlp_init")
+    modeling.build_model("mlp", "regression", "small", zeroed_event_features=[2]).save_pretrained(str(folder))
+    return folder
+
+
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
 
 
 @pytest.mark.parametrize("mode", ["full", "frozen", "lora", "rw"])
-def test_each_mode_trains_and_exports(tiny_dataset, tmp_path, mode):
+def test_each_mode_trains_and_exports(tiny_dataset, mlp_init, tmp_path, mode):
     from accelerate.utils import set_seed
 
-    cfg = _cfg("tiny_mlp_cpu.yaml", tiny_dataset, tmp_path, f"--model.mode={mode}", "--train.max_steps=6",
+    init = [] if mode == "rw" else [f"--model.init={mlp_init}"]
+    cfg = _cfg("tiny_mlp_cpu.yaml", tiny_dataset, tmp_path, f"--model.mode={mode}", *init, "--train.max_steps=6",
                "--train.eval_every=3", "--train.save_every=0")
     set_seed(cfg.train.seed)
-    initial = {k: v.clone() for k, v in build_finetune_model(load_config(None, ["--model.backbone=mlp"]).model)
-               .state_dict().items()}
+    initial = _weights(mlp_init) if init else \
+        {k: v.clone() for k, v in build_finetune_model(load_config(None, ["--model.backbone=mlp"]).model)
+         .state_dict().items()}
     summary = train(cfg)
+    if init:  # every tensor came from the checkpoint (same task: nothing re-initialised)
+        assert summary["init"]["loaded"] == len(initial) and summary["init"]["reinitialised"] == []
+    assert summary["torch_num_threads"] == 1 and summary["torch_num_threads_source"] == "OMP_NUM_THREADS"
     exported = _weights(tmp_path / "model")
     assert json.loads((tmp_path / "model" / "train_config.json").read_text())["model"]["mode"] == mode
     trunk = [k for k in exported if k.startswith("event_mlp.")]
