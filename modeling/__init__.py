@@ -143,14 +143,20 @@ def build_model(backbone: str, task: str, size: str = "small", pretrained: str |
     config_cls, model_cls, head_cls = load_backbone_classes(backbone)
     model_cls = model_cls if task == "backbone" else head_cls
     overrides = {**TASK_CONFIG[task], **overrides}
+    if "class_weights" in overrides:  # set before num_labels: transformers applies kwargs in order, validating each
+        overrides = {"class_weights": overrides.pop("class_weights"), **overrides}
     if pretrained is None:
         return model_cls(_config_from_preset(config_cls, size, overrides))
     pretrained = str(pretrained)
     if backbone == "bert_projection" and _checkpoint_model_type(pretrained, revision) != config_cls.model_type:
         return model_cls.from_bert_pretrained(pretrained, revision=revision, **overrides)
-    config = config_cls.from_pretrained(pretrained, revision=revision, **overrides)
-    if task == "classification" and "num_labels" not in overrides and config.num_labels == 1:
-        config.num_labels = NUM_TOPOLOGIES  # a regression checkpoint fine-tuned for the topologies
+    config_dict, _ = config_cls.get_config_dict(pretrained, revision=revision)
+    saved_labels = config_dict.get("num_labels") or len(config_dict.get("id2label") or {}) or None
+    if task == "classification" and "num_labels" not in overrides and saved_labels == 1:
+        # a regression checkpoint fine-tuned for the topologies
+        config_dict = {k: v for k, v in config_dict.items() if k not in ("id2label", "label2id")}
+        overrides = {**overrides, "num_labels": NUM_TOPOLOGIES}
+    config = config_cls.from_dict({**config_dict, **overrides})  # overrides validated together with the checkpoint
     return model_cls.from_pretrained(pretrained, config=config, revision=revision, ignore_mismatched_sizes=True)
 
 

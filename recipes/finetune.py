@@ -142,6 +142,8 @@ def build_finetune_model(model_cfg: ModelConfig, class_weights: list[float] | No
     overrides = dict(model_cfg.overrides)
     if class_weights is not None and model_cfg.task == "classification":
         overrides["class_weights"] = list(class_weights)
+    if model_cfg.task != "classification" and model_cfg.mode != "rw" and model_cfg.init:
+        overrides.setdefault("class_weights", None)  # an init from a classifier keeps no class weights for regression
     pretrained = None if model_cfg.mode == "rw" else model_cfg.init
     with quiet_transformers():
         try:

@@ -176,7 +176,11 @@ def run_predictions(model_ids: list[str], index, state: dict):
     index = int(index or 0)
     row = event_row(state["table"], index)
     check_model_inputs(row, index)
-    batch = event_batch(state["table"], index)
+    try:
+        batch = event_batch(state["table"], index)  # the collator validates values (NaN/Inf, PID range) once
+    except ValueError as err:
+        raise UserInputError(f"{', '.join(model_ids) or 'no model'} cannot predict event {index}: "
+                             f"{type(err).__name__}: {err}") from err
     lines, records = [], []
     for model_id in model_ids:
         checked_model_id(model_id)  # before anything of the repo is fetched

@@ -129,7 +129,9 @@ def weighted_dataset(tiny_dataset, tmp_path_factory):
     for part in sorted((root / "data" / "test").glob("*.parquet")):
         table = pq.read_table(part)
         w = np.random.default_rng(7).uniform(0.3, 2.0, table.num_rows).astype(np.float32)
-        pq.write_table(table.append_column("event_weight", pa.array(w, pa.float32())), part)
+        column, index = pa.array(w, pa.float32()), table.schema.get_field_index("event_weight")
+        table = table.set_column(index, "event_weight", column) if index >= 0 else table.append_column("event_weight", column)
+        pq.write_table(table, part)
     return root
 
 
