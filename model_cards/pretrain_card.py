@@ -17,6 +17,8 @@ RECORD_FILE = "pretrain_record.json"
 OBJECTIVE_TEXT = {"jet_classification": "supervised jet classification (10 JetClass labels)",
                   "masked_particles": "masked particle modelling on jets",
                   "masked_objects": "masked-object modelling on MINERvA events (no labels)"}
+FINETUNE_CONFIGS = {"omnilearned": "omnilearned_small_full.yaml", "particle_vit": "particle_vit_small_full.yaml",
+                    "bert_projection": "bert_tiny_full.yaml"}
 
 
 def init_text(init: dict) -> str:
@@ -55,7 +57,8 @@ def render_pretrain_card(record: dict, repo_id: str | None = None) -> ModelCard:
     objectives = ", ".join(OBJECTIVE_TEXT[k] for k in record["objectives"])
     return ModelCard.from_template(
         data, template_path=str(TEMPLATE_PATH), name=record["name"], backbone=record["backbone"],
-        size=record["size"], n_params=record["n_params"], objective_text=objectives, init_text=init_text(record["init"]),
+        size=record.get("size"), architecture=record.get("architecture") or {},
+        finetune_config=FINETUNE_CONFIGS.get(record["backbone"], "<config>.yaml"), n_params=record["n_params"], objective_text=objectives, init_text=init_text(record["init"]),
         corpus_text=corpus_text(record["corpus"]), objectives=record["objectives"],
         mask_fraction=record.get("mask_fraction"), steps=record["steps"], global_batch=record["global_batch"],
         processes=record["processes"], events_seen=record["events_seen"], tokens_seen=record["tokens_seen"],

@@ -382,6 +382,7 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     output_dir = Path(cfg.train.output_dir)
     train_split = load_sources(cfg, cfg.data.train_split)
     val_split = load_sources(cfg, cfg.data.eval_split)
+    reset_accelerator_state()
     with writing(output_dir):
         accelerator = build_accelerator(cfg)
     set_seed(cfg.train.seed)
@@ -670,7 +671,11 @@ def loss_summary(output_dir: Path) -> dict:
 def finalize_pretraining(run: PretrainRun) -> dict:
     """The record (pretrain_record.json) and the backbone folder; returns the record."""
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
-    record = {"name": cfg.name, "backbone": cfg.model.backbone, "size": cfg.model.size, "seed": cfg.train.seed,
+    config = accelerator.unwrap_model(run.model).backbone.config
+    record = {"name": cfg.name, "backbone": cfg.model.backbone, "size": None if cfg.model.init else cfg.model.size,
+              "architecture": {k: getattr(config, k, None) for k in ("hidden_size", "num_hidden_layers",
+                                                                     "num_attention_heads")},
+              "seed": cfg.train.seed,
               "corpus": corpus_description(cfg), "objectives": cfg.objectives.mix(),
               "mask_fraction": cfg.objectives.mask_fraction if cfg.objectives.masked_weight > 0 else None,
               "init": run.info["init"], "steps": state.step, "events_seen": state.events,
@@ -689,7 +694,16 @@ def finalize_pretraining(run: PretrainRun) -> dict:
         record["output_dir"] = str(run.output_dir / BACKBONE_DIR)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    reset_accelerator_state()
     return record
+
+
+def reset_accelerator_state() -> None:
+    """Forget the process-wide AcceleratorState (mixed precision, accumulation) so that another run in this process
+    -- a study calling pretraining and fine-tuning in turn -- may choose its own; the process group is kept."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def run_pretraining(cfg: PretrainConfig, resume: bool = False, allow_config_change: bool = False) -> dict:

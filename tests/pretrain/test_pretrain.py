@@ -287,15 +287,14 @@ def test_push_to_hub_then_finetune_and_continue_from_the_repo(hub, jet_run, data
             "configuration_minerva_pet.py"} <= files
     card = Path(hf_hub_download(repo, "README.md", revision=info.sha)).read_text()
     assert "random initialisation (seed 0)" in card and f'from_pretrained("{repo}"' in card
-    run_isolated(f"""
-        import torch
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({repo!r}, revision={info.sha!r}, trust_remote_code=True).eval()
-        mask = torch.ones(2, 5, dtype=torch.bool)
-        out = model(object_features=torch.randn(2, 5, 9), object_pid=torch.full((2, 5), 3), attention_mask=mask,
-                    event_features=torch.zeros(2, 16))
-        assert type(model).__name__ == "MinervaPetModel" and out.last_hidden_state.shape[-1] == 32
-    """, cwd=tmp_path, env={"HF_ENDPOINT": hub.endpoint})
+    snippet = card.split("```python\n")[1].split("```")[0]  # the card's snippet, run as printed
+    run_isolated(snippet + """
+import torch
+mask = torch.ones(2, 5, dtype=torch.bool)
+out = backbone(object_features=torch.randn(2, 5, 9), object_pid=torch.full((2, 5), 3), attention_mask=mask,
+               event_features=torch.zeros(2, 16))
+assert type(backbone).__name__ == "MinervaPetModel" and out.last_hidden_state.shape[-1] == 32
+""", cwd=tmp_path, env={"HF_ENDPOINT": hub.endpoint})
 
     summary = train(load_config(CONFIGS / "tiny_omnilearned_cpu.yaml", [
         "--data.path", str(minerva_dataset), "--model.mode=full", f"--model.init={repo}",
