@@ -246,13 +246,16 @@ class PretrainingModel(nn.Module):
                                attention_mask=attention_mask, event_features=event_features).last_hidden_state
         objects = states[:, -object_features.shape[1]:]  # every backbone puts the objects last
         prediction = self.reconstruction_head(objects[masked]).float()  # (M, F + V)
-        feature_loss = nn.functional.mse_loss(prediction[:, :self.num_features], object_features[masked].float())
+        count = masked.sum().clamp_min(1)  # a batch of events without objects gives 0, not NaN
+        squared = (prediction[:, :self.num_features] - object_features[masked].float()) ** 2
+        feature_loss = squared.mean(-1).sum() / count
         pid_logits = prediction[:, self.num_features:]
         target_pid = object_pid[masked].long()
-        pid_loss = nn.functional.cross_entropy(pid_logits, target_pid)
+        pid_loss = nn.functional.cross_entropy(pid_logits, target_pid, reduction="sum") / count
         loss = self.objectives.feature_weight * feature_loss + self.objectives.pid_weight * pid_loss
+        accuracy = (pid_logits.argmax(-1) == target_pid).sum().detach() / count
         return {"masked": loss, "masked_features": feature_loss, "masked_pid": pid_loss,
-                "masked_pid_accuracy": (pid_logits.argmax(-1) == target_pid).float().mean().detach()}
+                "masked_pid_accuracy": accuracy}
 
 
 def choose_masked(attention_mask: torch.Tensor, fraction: float, generator: torch.Generator | None = None):
@@ -637,8 +640,12 @@ def corpus_description(cfg: PretrainConfig) -> dict:
     sources = []
     for path in [cfg.data.path, *cfg.data.extra_paths]:
         entry = {"path": path, "revision": cfg.data.revision}
-        card = Path(path) / "README.md"
-        text = card.read_text(errors="replace") if card.is_file() else ""
+        text = ""
+        if Path(path).is_dir():
+            card = Path(path) / "README.md"
+            text = card.read_text(errors="replace") if card.is_file() else ""
+        elif not Path(path).exists():  # a Hub dataset repo: its resolved commit and its card
+            entry["revision"], text = _hub_dataset_card(path, cfg.data.revision)
         if cfg.objectives.domain == "jets":
             from dataset_builder.jet_data import is_root_source
 
@@ -653,6 +660,18 @@ def corpus_description(cfg: PretrainConfig) -> dict:
         sources.append(entry)
     return {"domain": cfg.objectives.domain, "sources": sources, "train_split": cfg.data.train_split,
             "eval_split": cfg.data.eval_split}
+
+
+def _hub_dataset_card(repo_id: str, revision: str | None) -> tuple[str, str]:
+    """(commit sha, README text or "") of a Hub dataset repo."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    sha = HfApi().dataset_info(repo_id, revision=revision).sha
+    try:
+        return sha, Path(hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=sha)).read_text(
+            errors="replace")
+    except Exception:  # a repo without a card
+        return sha, ""
 
 
 def loss_summary(output_dir: Path) -> dict:

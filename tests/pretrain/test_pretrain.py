@@ -330,3 +330,17 @@ def test_cli_errors_are_one_line(jet_corpus, capsys):
                  "--objectives.mask_fraction=0.95"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("pretrain: error:") and "objectives.mask_fraction" in err and "\n" not in err
+
+
+def test_streams_the_jet_corpus_from_a_hub_dataset_repo(hub, jet_corpus, tmp_path):
+    from huggingface_hub import HfApi
+
+    repo = f"{hub.user}/pretrain-jets"
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset", exist_ok=True)
+    sha = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(jet_corpus)).oid
+    record = run_pretraining(_cfg("pretrain_pet_jets_tiny.yaml", repo, tmp_path, "--data.batch_size=8",
+                                  "--train.max_steps=2", "--train.eval_every=0", "--train.save_every=0"))
+    source = record["corpus"]["sources"][0]
+    assert source["path"] == repo and source["revision"] == sha and "not JetClass" in source["kind"]
+    assert record["events_seen"] == 16
