@@ -630,6 +630,8 @@ def export_backbone(run: PretrainRun, record: dict) -> Path:
     with writing(target), quiet_transformers(), atomic_dir(target) as tmp:
         backbone.save_pretrained(str(tmp))
         save_config(run.cfg, tmp)
+        if plot_loss_curves(run.output_dir, tmp / CURVE_FILE):
+            record["plots"] = [CURVE_FILE]
         _write_json(tmp / RECORD_FILE, _json_ready(record))
         write_pretrain_card(tmp, record)
     return target
@@ -660,6 +662,37 @@ def corpus_description(cfg: PretrainConfig) -> dict:
         sources.append(entry)
     return {"domain": cfg.objectives.domain, "sources": sources, "train_split": cfg.data.train_split,
             "eval_split": cfg.data.eval_split}
+
+
+CURVE_LABELS = {"classification": "jet classification (cross entropy)", "masked_features": "masked features (MSE)",
+                "masked_pid": "masked PID (cross entropy)"}
+CURVE_FILE = "loss_curves.png"
+
+
+def plot_loss_curves(output_dir: Path, path: Path) -> Path | None:
+    """Training (lines) and validation (markers) loss of every objective vs optimizer steps, from metrics.jsonl."""
+    import matplotlib.pyplot as plt
+
+    from recipes.plots import STYLE, _save
+
+    rows = [json.loads(line) for line in (output_dir / METRICS_FILE).read_text().splitlines() if line]
+    keys = [k for k in CURVE_LABELS if any(f"train/{k}" in r for r in rows)]
+    if not keys:
+        return None
+    with plt.style.context(STYLE):
+        fig, ax = plt.subplots()
+        for i, key in enumerate(keys):
+            color = f"C{i}"
+            train = [(r["step"], r[f"train/{key}"]) for r in rows if f"train/{key}" in r]
+            val = [(r["step"], r[f"val/{key}"]) for r in rows if f"val/{key}" in r]
+            ax.plot(*zip(*train), color=color, label=f"{CURVE_LABELS[key]}, train")
+            if val:
+                ax.plot(*zip(*val), "o", color=color, label="validation")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.legend()
+        return _save(fig, path)
 
 
 def _hub_dataset_card(repo_id: str, revision: str | None) -> tuple[str, str]:

@@ -116,6 +116,9 @@ def test_jet_classification_and_masked_particles_train_and_export(jet_run):
     assert trained and all(not torch.equal(weights[k], fresh[k]) for k in trained if k.endswith("fc1.weight"))
     card = (folder / "README.md").read_text()
     assert "random initialisation (seed 0)" in card and "synthetic Pythia 8" in card and "not JetClass" in card
+    assert (folder / "loss_curves.png").is_file() and "](loss_curves.png)" in card and record["plots"] == [
+        "loss_curves.png"]
+    assert f"| 10 | {record['loss']['validation'][-1]['val/loss']:.4g} |" in card  # the validation table
 
 
 @pytest.mark.parametrize("objective", ["jet_classification", "masked_particles"])
@@ -284,7 +287,7 @@ def test_push_to_hub_then_finetune_and_continue_from_the_repo(hub, jet_run, data
     info = HfApi().model_info(repo)
     files = {s.rfilename for s in info.siblings}
     assert {"model.safetensors", "config.json", "pretrain_record.json", "README.md", "modeling_minerva_pet.py",
-            "configuration_minerva_pet.py"} <= files
+            "configuration_minerva_pet.py", "loss_curves.png", "train_config.json"} <= files
     card = Path(hf_hub_download(repo, "README.md", revision=info.sha)).read_text()
     assert "random initialisation (seed 0)" in card and f'from_pretrained("{repo}"' in card
     snippet = card.split("```python\n")[1].split("```")[0]  # the card's snippet, run as printed
