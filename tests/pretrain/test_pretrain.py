@@ -75,6 +75,12 @@ def test_mask_fraction_is_honoured(jet_corpus):
         load_pretrain_config(CONFIGS / "pretrain_pet_jets_tiny.yaml", ["--objectives.mask_fraction=0.9"])
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("pretrain_*.yaml")), ids=lambda p: p.stem)
+def test_every_pretrain_config_loads(path):
+    cfg = load_pretrain_config(path)
+    assert cfg.name and cfg.objectives.mix() and cfg.train.output_dir.startswith("runs/pretrain/")
+
+
 def test_config_refuses_what_pretraining_cannot_do(jet_corpus):
     with pytest.raises(ConfigError, match="cannot be mixed"):
         load_pretrain_config(CONFIGS / "pretrain_pet_jets_tiny.yaml", ["--objectives.masked_objects=1"])
