@@ -339,6 +339,11 @@ def test_cli_errors_are_one_line(jet_corpus, capsys):
                  "--objectives.mask_fraction=0.95"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("pretrain: error:") and "objectives.mask_fraction" in err and "\n" not in err
+    from recipes.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["pretrain"]
+    assert "--objectives.mask_fraction float" in sub.format_help() and "--data.extra_paths" in sub.format_help()
 
 
 def test_streams_the_jet_corpus_from_a_hub_dataset_repo(hub, jet_corpus, tmp_path):
