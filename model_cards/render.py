@@ -188,12 +188,13 @@ def describe_run(run_dir: str | Path, train_config: dict[str, Any], summary: dic
     backbone = _lookup(train_config, "model.backbone") or _backbone_of(model_config)
     init = (adapter_config.get("base_model_name_or_path") if adapter_config else None) or \
         _lookup(train_config, "model.init")
-    architecture = model_config or _base_config(init)
+    architecture = model_config or _base_config(init) or _configured_architecture(backbone, train_config)
     n_params, n_trainable = summary.get("n_params"), summary.get("n_trainable")
     return {
         "backbone": backbone,
         "size": describe_size(backbone, architecture, _lookup(train_config, "model.size")),
-        "architectures": model_config.get("architectures") or [],
+        "architectures": architecture.get("architectures") or ([modeling.BACKBONES[backbone].head_class]
+                                                               if backbone in modeling.BACKBONES else []),
         "mode": mode,
         "mode_description": MODE_DESCRIPTIONS.get(mode) if mode else None,
         "init": describe_init(mode, init, _lookup(train_config, "model.revision"), _lookup(train_config, "train.seed"),
@@ -221,6 +222,18 @@ def _is_hub_id(value: Any) -> bool:
 def _base_config(init: Any) -> dict[str, Any]:
     """config.json of a local base-model folder ({} for Hub ids or when absent)."""
     return _read_json(Path(init) / "config.json") if isinstance(init, str) and Path(init).is_dir() else {}
+
+
+def _configured_architecture(backbone: str | None, train_config: dict[str, Any]) -> dict[str, Any]:
+    """The model config the training config asks for (preset + overrides; an `init` checkpoint must match it)."""
+    size = _lookup(train_config, "model.size")
+    if backbone not in modeling.BACKBONES or not size:
+        return {}
+    config_cls, _, _ = modeling.load_backbone_classes(backbone)
+    try:
+        return config_cls.from_preset(size, **(_lookup(train_config, "model.overrides") or {})).to_dict()
+    except (TypeError, ValueError):
+        return {}
 
 
 def describe_size(backbone: str | None, config: dict[str, Any], configured: str | None) -> dict[str, Any]:

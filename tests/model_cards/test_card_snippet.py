@@ -43,6 +43,7 @@ def test_card_snippet_runs_as_printed_for_every_backbone_and_task(hub, tmp_path)
             with torch.no_grad():
                 expected[key] = model(**batch).logits
             jobs.append((key, code, spec.head_class, task))
+    jobs.append(_lora_adapter_job(hub, tmp_path, batch, expected))
     run_isolated(f"""
         import torch
         from safetensors.torch import load_file, save_file
@@ -52,17 +53,41 @@ def test_card_snippet_runs_as_printed_for_every_backbone_and_task(hub, tmp_path)
             exec(code, scope)  # the card's python block, as printed
             model = scope["model"]
             assert type(model).__name__ == class_name, (key, type(model).__name__)
-            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            base = model.get_base_model() if class_name == "PeftModel" else model
+            assert type(base).__module__.startswith("transformers_modules"), type(base).__module__
             if task == "regression":
                 assert scope["e_avail_gev"].shape == (1,) and torch.isfinite(scope["e_avail_gev"]).all(), key
             else:
                 assert scope["probabilities"].shape == (1, 5), key
                 torch.testing.assert_close(scope["probabilities"].sum(-1), torch.ones(1))
             with torch.no_grad():
-                outputs[key] = model(**inputs).logits.contiguous()
+                outputs[key] = model.eval()(**inputs).logits.contiguous()
         save_file(outputs, "outputs.safetensors")
     """, cwd=tmp_path, timeout=400)
     got = load_file(tmp_path / "outputs.safetensors")
     assert set(got) == set(expected)
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def _lora_adapter_job(hub, tmp_path, batch, expected) -> tuple:
+    """A LoRA adapter on a Hub base: its card loads the base by id and the adapter with PeftModel, as printed."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    base = modeling.build_model("mlp", "regression", size="tiny").eval()
+    base_repo = f"{hub.user}/card-snippet-lora-base"
+    push_model(make_run_dir(tmp_path / "lora-base", "regression", model=base, size="tiny", overrides={}), base_repo)
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=modeling.get_lora_target_modules(base),
+                                                 modules_to_save=modeling.get_head_modules(base),
+                                                 init_lora_weights=False))
+    peft_model.peft_config["default"].base_model_name_or_path = base_repo
+    run = make_run_dir(tmp_path / "lora-adapter", "regression", mode="lora", model=peft_model, size="tiny",
+                       overrides={})
+    repo = f"{hub.user}/card-snippet-lora-adapter"
+    push_model(run, repo)
+    code = python_block(open(hf_hub_download(repo, "README.md")).read())
+    assert f'"{base_repo}"' in code and f'"{repo}"' in code
+    with torch.no_grad():
+        expected["lora"] = peft_model.eval()(**batch).logits
+    return ("lora", code, "PeftModel", "regression")
