@@ -81,6 +81,7 @@ CITATIONS = {
   year    = "2019"
 }""",
 }
+BIN_UNITS = {"w": "GeV", "pion_energy": "GeV", "pion_theta": "rad"}  # TPR binning variables of the results
 SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -408,6 +409,7 @@ def _binnings(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _bins_table(variable: str, b: dict[str, Any]) -> dict[str, Any]:
+    """Per-bin TPRs (with intervals, the better of model/cut in bold) + the unplotted overflow bin when recorded."""
     n = len(b["edges"]) - 1
     column = lambda key: b.get(key) or [None] * n  # noqa: E731
     rows = []
@@ -420,7 +422,12 @@ def _bins_table(variable: str, b: dict[str, Any]) -> dict[str, Any]:
                      "tpr_cut": _bold(_with_interval(cut, [column("tpr_cut_lo")[i], column("tpr_cut_hi")[i]]),
                                       better and cut > model),
                      "n_signal": _fmt(column("n_signal")[i])})
-    return {"variable": variable, "rows": rows}
+    overflow = b.get("overflow")
+    if isinstance(overflow, dict) and overflow.get("n_signal"):
+        rows.append({"range": f"> {float(overflow['lo']):g} (not plotted)", "tpr_model": _fmt(overflow.get("tpr_model")),
+                     "tpr_cut": _fmt(overflow.get("tpr_cut")), "n_signal": _fmt(overflow["n_signal"])})
+    unit = BIN_UNITS.get(variable)
+    return {"variable": variable, "label": f"{variable} ({unit})" if unit else variable, "rows": rows}
 
 
 def build_eval_results(results: EvalResults, dataset: dict[str, Any]) -> list[EvalResult]:

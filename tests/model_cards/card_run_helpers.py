@@ -48,7 +48,8 @@ def evaluation(model, task: str, seed: int = 1, n_bootstrap: int = 20) -> dict:
     e_true = rng.uniform(0.05, 3.0, n)
     arrays = {"n_events": n, "e_avail": e_true, "q3": rng.uniform(0.0, 3.5, n),
               "calo_e_avail": e_true * rng.normal(0.8, 0.3, n), "topology": rng.integers(0, schema.NUM_TOPOLOGIES, n),
-              "w": rng.uniform(0, 4, n), **{f"tag_{s}": rng.random(n) < 0.3 for s in schema.SIGNAL_CLASSES}}
+              "w": rng.uniform(0, 4, n), "pion_energy": rng.exponential(0.6, n) + 0.14,
+              "pion_theta": rng.uniform(0, np.pi, n), **{f"tag_{s}": rng.random(n) < 0.3 for s in schema.SIGNAL_CLASSES}}
     if task == "regression":
         arrays["prediction"] = out.predictions.numpy()
     else:

@@ -111,7 +111,25 @@ def test_classification_card_bolds_only_the_better_tpr_and_shows_intervals(class
             assert cells[2:4] == [cut, f"**{model}**"]
         elif m["tpr_cut"] > m["tpr_model"]:
             assert cells[2:4] == [f"**{cut}**", model]
-    assert "TPR per bin of w" in text and "Clopper–Pearson at 68.3 %" in text
+    assert "tiny-mlp (this model), CC1π⁰: TPR per bin of w (GeV)" in text and "Clopper–Pearson at 68.3 %" in text
+    w = cls["cc1pi0"]["bins_by_variable"]["w"]
+    section = text[text.index("CC1π⁰: TPR per bin of w (GeV)"):]
+    for i, (lo, hi) in enumerate(zip(w["edges"][:-1], w["edges"][1:])):
+        model = f"{w['tpr_model'][i]:.3f} [{w['tpr_model_lo'][i]:.3f}, {w['tpr_model_hi'][i]:.3f}]"
+        cut = f"{w['tpr_cut'][i]:.3f} [{w['tpr_cut_lo'][i]:.3f}, {w['tpr_cut_hi'][i]:.3f}]"
+        model, cut = (f"**{model}**" if w["tpr_model"][i] > w["tpr_cut"][i] else model,
+                      f"**{cut}**" if w["tpr_cut"][i] > w["tpr_model"][i] else cut)
+        assert _row(section, f"[{lo:g}, {hi:g})")[1:] == [model, cut, str(w["n_signal"][i])]
+
+
+def test_pion_energy_table_has_units_and_the_unplotted_overflow(classification_run):
+    results = json.loads((classification_run / "eval_results.json").read_text())
+    pion = results["models"]["tiny-mlp"]["classification"]["cc1pi_charged"]["bins_by_variable"]["pion_energy"]
+    text = write_model_card(classification_run).read_text()
+    section = text[text.index("CC1π±: TPR per bin of pion_energy (GeV)"):]
+    overflow = _row(section, f"> {pion['overflow']['lo']:g} (not plotted)")
+    assert pion["overflow"]["n_signal"] > 0 and overflow[3] == str(pion["overflow"]["n_signal"])
+    assert "TPR per bin of pion_theta (rad)" in text
 
 
 def test_lora_card_states_the_trainable_fraction_and_the_base_by_its_sha256(tmp_path):
