@@ -138,6 +138,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: "–" for missing, thousands separators for counts, `digits` decimals for values."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -277,6 +278,7 @@ def describe_local_checkpoint(folder: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -285,6 +287,7 @@ def _sha256(path: Path) -> str:
 
 
 def _lora(adapter_config: dict[str, Any], train_config: dict[str, Any], mode: str | None) -> dict[str, Any] | None:
+    """The LoRA settings: adapter_config.json, else the `model.lora_*` fields of a LoRA run's config."""
     if adapter_config:
         return {k: adapter_config.get(k) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")}
     model = train_config.get("model") if isinstance(train_config.get("model"), dict) else {}
@@ -350,25 +353,28 @@ def low_q3_max(reg: dict[str, Any] | None) -> float:
 
 
 def regression_table(results: EvalResults) -> dict[str, Any]:
-    """IQR ± bootstrap error per q3 bin (+ low-q3 and all-q3 rows), one column per estimator, the lowest in bold."""
+    """IQR ± bootstrap error per q3 bin (+ low-q3 and all-events rows), one column per estimator, lowest in bold."""
     estimators = _estimators(results)
     primary = estimators[0][1]
     q3_max = low_q3_max(primary)
     rows = []
     for i, (lo, hi) in enumerate(primary["q3_bins"]):
-        cells = [(_at(reg, "iqr", i), _at(reg, "iqr_err", i)) if reg["q3_bins"] == primary["q3_bins"] else (None, None)
-                 for _, reg in estimators]
+        same_bins = [reg if reg["q3_bins"] == primary["q3_bins"] else {} for _, reg in estimators]
         label = _q3_label(lo, hi) + (" · low q3" if hi <= q3_max + 1e-9 else "")
+        cells = [(_at(reg, "iqr", i), _at(reg, "iqr_err", i)) for reg in same_bins]
         rows.append(_iqr_row(label, primary["n"][i], cells))
     for label, part in ((f"low q3 {_q3_label(0, q3_max)}", "low_q3"), ("all selected events", "overall")):
         rows.append(_iqr_row(label, primary[part].get("n"),
                              [(reg[part].get("iqr"), reg[part].get("iqr_err")) for _, reg in estimators]))
-    details = [{"name": name, "rows": [
-        {"q3": _q3_label(lo, hi), **{k: _with_error(_at(reg, k, i), _at(reg, f"{k}_err", i))
-                                     for k in ("iqr", "mpv", "iqr_over_mpv")},
-         "rms": _with_error(_at(reg, "rms", i)), "n": _fmt(_at(reg, "n", i))} for i, (lo, hi) in enumerate(reg["q3_bins"])]}
-        for name, reg in estimators]
+    details = [{"name": name, "rows": _resolution_rows(reg)} for name, reg in estimators]
     return {"names": [name for name, _ in estimators], "rows": rows, "details": details, "low_q3_max": q3_max}
+
+
+def _resolution_rows(reg: dict[str, Any]) -> list[dict[str, str]]:
+    """IQR, MPV, IQR/MPV (± bootstrap), RMS and events per q3 bin of one estimator."""
+    return [{"q3": _q3_label(lo, hi), "rms": _with_error(_at(reg, "rms", i)), "n": _fmt(_at(reg, "n", i)),
+             **{k: _with_error(_at(reg, k, i), _at(reg, f"{k}_err", i)) for k in ("iqr", "mpv", "iqr_over_mpv")}}
+            for i, (lo, hi) in enumerate(reg["q3_bins"])]
 
 
 def _at(block: dict[str, Any], key: str, i: int) -> Any:
@@ -378,6 +384,7 @@ def _at(block: dict[str, Any], key: str, i: int) -> Any:
 
 
 def _iqr_row(label: str, n: Any, cells: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """One row of the IQR table; the lowest IQR of the row in bold when several estimators have one."""
     values = [v for v, _ in cells if _is_number(v)]
     best = min(values) if len(values) > 1 else None
     return {"q3": label, "n": _fmt(n),
@@ -386,22 +393,24 @@ def _iqr_row(label: str, n: Any, cells: list[tuple[Any, Any]]) -> dict[str, Any]
 
 def classification_tables(results: EvalResults) -> list[dict[str, Any]]:
     """Per model: one row per tagging task, TPR of the cut and of the model at the cut's FPR, the higher in bold."""
-    tables = []
-    for name, block in _estimators(results):
-        if name.endswith("(baseline)"):
-            continue
-        rows = []
-        for signal, m in block.items():
-            model_wins = _is_number(m.get("tpr_model")) and _is_number(m.get("tpr_cut")) and m["tpr_model"] > m["tpr_cut"]
-            cut_wins = _is_number(m.get("tpr_model")) and _is_number(m.get("tpr_cut")) and m["tpr_cut"] > m["tpr_model"]
-            rows.append({"signal": SIGNAL_LABELS.get(signal, signal), "fpr_cut": _fmt(m.get("fpr_cut"), 4),
-                         "tpr_cut": _bold(_with_interval(m.get("tpr_cut"), m.get("tpr_cut_interval")), cut_wins),
-                         "tpr_model": _bold(_with_interval(m.get("tpr_model"), m.get("tpr_model_interval")),
-                                            model_wins),
-                         "auroc": _fmt(m.get("auroc")), "n_signal": _fmt(m.get("n_signal")),
-                         "bins": [_bins_table(variable, b) for variable, b in _binnings(m).items()]})
-        tables.append({"name": name, "rows": rows})
-    return tables
+    return [{"name": name, "rows": [_tagging_row(signal, m) for signal, m in block.items()]}
+            for name, block in _estimators(results) if not name.endswith("(baseline)")]
+
+
+def _tagging_row(signal: str, m: dict[str, Any]) -> dict[str, Any]:
+    model, cut = _better(m.get("tpr_model"), m.get("tpr_cut"))
+    return {"signal": SIGNAL_LABELS.get(signal, signal), "fpr_cut": _fmt(m.get("fpr_cut"), 4),
+            "tpr_cut": _bold(_with_interval(m.get("tpr_cut"), m.get("tpr_cut_interval")), cut),
+            "tpr_model": _bold(_with_interval(m.get("tpr_model"), m.get("tpr_model_interval")), model),
+            "auroc": _fmt(m.get("auroc")), "n_signal": _fmt(m.get("n_signal")),
+            "bins": [_bins_table(variable, b) for variable, b in _binnings(m).items()]}
+
+
+def _better(model: Any, cut: Any) -> tuple[bool, bool]:
+    """(model TPR is higher, cut TPR is higher); both False on a tie or a missing value."""
+    if not (_is_number(model) and _is_number(cut)):
+        return False, False
+    return model > cut, cut > model
 
 
 def _binnings(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -415,17 +424,17 @@ def _bins_table(variable: str, b: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for i in range(n):
         model, cut = column("tpr_model")[i], column("tpr_cut")[i]
-        better = _is_number(model) and _is_number(cut)
+        model_wins, cut_wins = _better(model, cut)
         rows.append({"range": f"[{float(b['edges'][i]):g}, {float(b['edges'][i + 1]):g})",
                      "tpr_model": _bold(_with_interval(model, [column("tpr_model_lo")[i], column("tpr_model_hi")[i]]),
-                                        better and model > cut),
+                                        model_wins),
                      "tpr_cut": _bold(_with_interval(cut, [column("tpr_cut_lo")[i], column("tpr_cut_hi")[i]]),
-                                      better and cut > model),
+                                      cut_wins),
                      "n_signal": _fmt(column("n_signal")[i])})
     overflow = b.get("overflow")
     if isinstance(overflow, dict) and overflow.get("n_signal"):
-        rows.append({"range": f"> {float(overflow['lo']):g} (not plotted)", "tpr_model": _fmt(overflow.get("tpr_model")),
-                     "tpr_cut": _fmt(overflow.get("tpr_cut")), "n_signal": _fmt(overflow["n_signal"])})
+        rows.append({"range": f"> {float(overflow['lo']):g} (not plotted)", "n_signal": _fmt(overflow["n_signal"]),
+                     "tpr_model": _fmt(overflow.get("tpr_model")), "tpr_cut": _fmt(overflow.get("tpr_cut"))})
     unit = BIN_UNITS.get(variable)
     return {"variable": variable, "label": f"{variable} ({unit})" if unit else variable, "rows": rows}
 
@@ -466,6 +475,7 @@ def build_eval_results(results: EvalResults, dataset: dict[str, Any]) -> list[Ev
 
 # ---------------------------------------------------------------------------------------------------- sections
 def _existing_plots(run_dir: Path, plots: list[str]) -> list[dict[str, str]]:
+    """The listed plots that exist as files inside `run_dir` (others are left out of the card)."""
     root = run_dir.resolve()
     shown = []
     for rel in plots or []:
@@ -500,6 +510,7 @@ def compute_rows(summary: dict[str, Any], run: dict[str, Any], results: EvalResu
 
 
 def trainable_percent(run: dict[str, Any]) -> str:
+    """Trainable share of the parameters in percent (2 significant digits below 10 %), "–" when unknown."""
     if not (_is_number(run["n_params"]) and _is_number(run["n_trainable"]) and run["n_params"]):
         return "–"
     share = 100 * run["n_trainable"] / run["n_params"]

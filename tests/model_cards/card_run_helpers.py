@@ -49,7 +49,8 @@ def evaluation(model, task: str, seed: int = 1, n_bootstrap: int = 20) -> dict:
     arrays = {"n_events": n, "e_avail": e_true, "q3": rng.uniform(0.0, 3.5, n),
               "calo_e_avail": e_true * rng.normal(0.8, 0.3, n), "topology": rng.integers(0, schema.NUM_TOPOLOGIES, n),
               "w": rng.uniform(0, 4, n), "pion_energy": rng.exponential(0.6, n) + 0.14,
-              "pion_theta": rng.uniform(0, np.pi, n), **{f"tag_{s}": rng.random(n) < 0.3 for s in schema.SIGNAL_CLASSES}}
+              "pion_theta": rng.uniform(0, np.pi, n),
+              **{f"tag_{s}": rng.random(n) < 0.3 for s in schema.SIGNAL_CLASSES}}
     if task == "regression":
         arrays["prediction"] = out.predictions.numpy()
     else:
@@ -99,7 +100,8 @@ def make_run_dir(path: Path, task: str = "regression", seed: int = 0, mode: str 
     (path / "eval_results.json").write_text(json.dumps(evaluation(model, task)), encoding="utf-8")
     (path / "train_summary.json").write_text(json.dumps(train_summary(model, mode)))
     (path / "train_config.json").write_text(json.dumps({
-        "name": "tiny-mlp", "data": {"path": str(path.parent / "data")}, "model": {"backbone": backbone, "task": task, "mode": mode, "size": size,
+        "name": "tiny-mlp", "data": {"path": str(path.parent / "data")},
+        "model": {"backbone": backbone, "task": task, "mode": mode, "size": size,
                   "overrides": TINY if overrides is None else overrides},
         "optim": {"lr": 1e-4, "weight_decay": 0.01},
         "train": {"max_steps": 3, "batch_size": 8, "seed": seed, "output_dir": str(path)}}))
