@@ -99,7 +99,7 @@ def test_synthetic_inputs_are_said_to_be_synthetic_with_their_seed_and_weight(sy
     assert "> **Synthetic data.** Every event in this dataset" in text and "`minerva-fm generate` (seed 11)" in text
     assert text.lstrip().startswith("# Synthetic MINERvA-like events") and "synthetic" in card.data.tags
     assert "branch `mc_cvweight_total`" in text and "plausible stand-in" in text
-    assert 'load_dataset("tester/synthetic-events", streaming=True)' in text
+    assert 'load_dataset("tester/synthetic-events", split="train")' in text
 
 
 def test_card_without_generator_records_claims_no_synthetic_origin(dataset_dir):
@@ -142,3 +142,20 @@ def test_column_docs_are_data_checked_against_the_schema(tmp_path, monkeypatch):
     monkeypatch.setattr(dataset_card, "COLUMN_DOCS", bad)
     with pytest.raises(ValueError, match=r"columns\.yaml: field event_features: documents .* schema\.py defines"):
         dataset_card.column_docs()
+
+
+def test_card_snippet_runs_as_printed_against_the_hub(hub, dataset_dir, tmp_path):
+    """The card's python block, in a clean interpreter without the project, on the pushed dataset."""
+    import re
+
+    from isolated_python import run_isolated
+
+    from dataset_builder.hub import push_dataset
+
+    repo_id = f"{hub.user}/dataset-card-snippet"
+    write_dataset_card(dataset_dir, plots=False, repo_id=repo_id)
+    push_dataset(dataset_dir, repo_id)
+    (code,) = re.findall(r"^```python\n(.*?)^```$", (dataset_dir / "README.md").read_text(), flags=re.S | re.M)
+    printed = run_isolated(code, cwd=tmp_path).stdout.split()
+    train = pq.read_table(dataset_dir / "data/train")
+    assert printed[:2] == [str(train.num_rows), str(train["n_objects"][0].as_py())]
