@@ -585,7 +585,7 @@ def build_card(run_dir: str | Path, repo_id: str | None = None, dataset_id: str 
         metrics=["iqr"] if results.task == "regression" else ["tpr_at_cut_fpr", "roc_auc"],
     )
     context = {
-        "model_name": model_name, "repo_id": repo_id or REPO_PLACEHOLDER, "task": results.task,
+        "model_name": model_name, "repo_id": repo_id or REPO_PLACEHOLDER, "revision": revision, "task": results.task,
         "results": results, "dataset": dataset, "run": run, "trainable_percent": trainable_percent(run),
         "snippet": snippet(repo_id or REPO_PLACEHOLDER, revision, results.task, run),
         "regression": regression_table(results) if results.task == "regression" else None,

@@ -91,3 +91,25 @@ def _lora_adapter_job(hub, tmp_path, batch, expected) -> tuple:
     with torch.no_grad():
         expected["lora"] = peft_model.eval()(**batch).logits
     return ("lora", code, "PeftModel", "regression")
+
+
+def test_onnx_section_runs_as_printed_after_the_load_snippet(hub, tmp_path):
+    """With model.onnx in the folder the card describes it, and its onnxruntime block (after the load block, which
+    defines `batch`) runs as printed in a clean interpreter against the Hub and matches the PyTorch output."""
+    pytest.importorskip("onnxruntime")
+    from huggingface_hub import HfApi
+
+    from modeling.export import write_onnx_export
+
+    torch.manual_seed(0)
+    run = make_run_dir(tmp_path / "run", "regression", model=modeling.build_model("mlp", "regression", size="tiny"),
+                       size="tiny", overrides={})
+    write_onnx_export(str(run), run)
+    repo = f"{hub.user}/card-snippet-onnx"
+    push_model(run, repo)
+    HfApi().upload_file(path_or_fileobj=run / "model.onnx", path_in_repo="model.onnx", repo_id=repo)
+    blocks = re.findall(r"^```python\n(.*?)^```$", open(hf_hub_download(repo, "README.md")).read(), flags=re.S | re.M)
+    assert len(blocks) == 2 and "onnxruntime" in blocks[1] and f'"{repo}"' in blocks[1]
+    run_isolated(blocks[0] + blocks[1] + """
+torch.testing.assert_close(torch.from_numpy(outputs["predictions"]), e_avail_gev, rtol=1e-3, atol=1e-4)
+""", cwd=tmp_path)
