@@ -93,6 +93,7 @@ def _lora_adapter_job(hub, tmp_path, batch, expected) -> tuple:
     return ("lora", code, "PeftModel", "regression")
 
 
+@pytest.mark.slow
 def test_onnx_section_runs_as_printed_after_the_load_snippet(hub, tmp_path):
     """With model.onnx in the folder the card describes it, and its onnxruntime block (after the load block, which
     defines `batch`) runs as printed in a clean interpreter against the Hub and matches the PyTorch output."""
