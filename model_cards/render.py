@@ -320,7 +320,7 @@ def describe_dataset(results: EvalResults, dataset_id: str | None) -> dict[str, 
     generator = _generator_of(Path(results.dataset))
     if generator or results.data_origin == "synthetic":
         seeds = sorted({g.get("seed") for g in generator if g.get("seed") is not None})
-        seed = f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else ""
+        seed = f" (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})" if seeds else ""
         return {"id": None, "short": "synthetic-minerva-like",
                 "text": f"a synthetic MINERvA-like sample generated with `minerva-fm generate`{seed} and converted "
                         "with `minerva-fm convert` (not published)"}

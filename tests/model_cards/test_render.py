@@ -89,7 +89,7 @@ def test_no_local_path_and_no_bare_model_name_in_the_card(tmp_path):
     assert str(tmp_path) not in text and "runs/" not in text
     assert card.data.model_name == "tiny-mlp-regression" and "# tiny-mlp-regression\n" in text
     assert f'"{REPO_PLACEHOLDER}"' in text and 'from_pretrained("model"' not in text
-    assert "generated with `minerva-fm generate`, seed 7" in text
+    assert "generated with `minerva-fm generate` (seed 7) and converted" in text
     assert card.data.datasets is None and {r.dataset_type for r in card.data.eval_results} == {"synthetic-minerva-like"}
 
 
