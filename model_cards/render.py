@@ -254,6 +254,8 @@ def describe_size(backbone: str | None, config: dict[str, Any], configured: str 
 
 def describe_init(mode: str | None, init: Any, revision: Any, seed: Any, report: dict[str, Any]) -> str:
     """One sentence: exactly what the weights started from."""
+    if mode is None and not init:
+        return "not recorded (no training config saved with this run)"
     if mode == "rw" or not init:
         return f"random initialisation (rw){f', seed {seed}' if seed is not None else ''}"
     loaded = f"; {report['loaded']} tensors loaded, {len(report.get('reinitialised') or [])} re-initialised " \

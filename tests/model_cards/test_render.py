@@ -243,3 +243,20 @@ def test_the_backbone_paper_is_cited_from_the_registry(tmp_path):
     text = write_model_card(run).read_text()
     assert BACKBONES["omnilearned"].paper == "omnilearned" and "@article{Bhimji:2025isp" in text
     assert "| Size | preset `tiny`, " in text and "`MinervaPetForEventClassification`" in text
+
+
+def test_a_minimal_v1_results_file_renders_without_the_optional_blocks(tmp_path):
+    """Only the contract's required fields (no errors, selection, weights, uncertainties, train files): no crash,
+    values without ±, null bins as "–" and left out of the model-index."""
+    summary = {"iqr": 0.3, "mpv": 0.95, "iqr_over_mpv": 0.32, "rms": 0.4, "n": 17}
+    reg = {"q3_bins": [[0, 0.6], [0.6, 1.2], [1.2, 1.8]], "iqr": [0.25, None, 0.5], "mpv": [1, 0.9, 0.8],
+           "iqr_over_mpv": [0.25, None, 0.62], "rms": [0.3, 0.4, 0.5], "n": [10, 0, 7],
+           "overall": summary, "low_q3": summary}
+    (tmp_path / "eval_results.json").write_text(json.dumps(
+        {"task": "regression", "split": "test", "dataset": "tester/d", "models": {"m": {"regression": reg}}}))
+    card = ModelCard.load(write_model_card(tmp_path))
+    assert _card_metrics(card) == {("iqr", "q3_0_0.6"): 0.25, ("iqr", "q3_1.2_1.8"): 0.5, ("iqr", "low_q3"): 0.3}
+    text = str(card)
+    assert _row(text, "(0.6, 1.2] · low q3")[2] == "–" and _row(text, "(1.2, 1.8]")[2] == "0.500"
+    assert "No `train_config.json` was saved" in text and "Not recorded for this run." in text
+    assert "Event weights" not in text and "| Initial weights | not recorded (no training config saved" in text
