@@ -13,6 +13,7 @@ and which event weight `event_weight` holds.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -356,7 +357,8 @@ def build_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True
     plot_paths = make_plots(dataset_dir, tables) if plots else []
     context = card_context(summary, manifest, plot_paths, repo_id)
     data = card_data(summary, license, synthetic=context["origin"]["synthetic"])
-    return DatasetCard.from_template(data, template_path=str(TEMPLATE), **context), summary
+    card = DatasetCard.from_template(data, template_path=str(TEMPLATE), **context)
+    return DatasetCard(re.sub(r"\n{3,}", "\n\n", str(card))), summary  # template tags leave extra blank lines
 
 
 def write_dataset_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True,
