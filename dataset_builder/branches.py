@@ -19,6 +19,7 @@ from dataclasses import dataclass
 RECO_TREE = "MasterAnaDev"  # one row per reconstructed candidate ("reco" tree); MC and data
 TRUTH_TREE = "Truth"  # every generated interaction; MC only; not needed by the converter
 META_TREE = "Meta"  # one row per file: POT bookkeeping
+GENERATOR_KEY = "minerva_fm_generator"  # TObjString (JSON) in files made by `minerva-fm generate`; not in real files
 
 # Where the C++ types were read (public MINERvA analysis code, found with the project's code search).
 MAD_TOOL = "MasterAnaDev tool source MasterAnaDev.cpp: declare{Int,Double}EventBranch / setContainerDoubleData"
@@ -165,6 +166,6 @@ def branch_names(mc: bool = True) -> list[str]:
 
 
 __all__ = [
-    "RECO_TREE", "TRUTH_TREE", "META_TREE", "Branch", "RECO_BRANCHES", "TRUTH_BRANCHES", "ALL_BRANCHES",
+    "RECO_TREE", "TRUTH_TREE", "META_TREE", "GENERATOR_KEY", "Branch", "RECO_BRANCHES", "TRUTH_BRANCHES", "ALL_BRANCHES",
     "WEIGHT_BRANCHES", "OPTIONAL_BRANCHES", "SYSTEMATIC_WEIGHT_BRANCHES", "META_BRANCHES", "branch_names",
 ]

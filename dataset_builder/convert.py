@@ -58,7 +58,7 @@ import uproot
 
 from . import physics
 from minerva_common.atomic import atomic_path, write_text_atomic
-from .branches import ALL_BRANCHES, META_TREE, OPTIONAL_BRANCHES, RECO_TREE, WEIGHT_BRANCHES, Branch
+from .branches import ALL_BRANCHES, GENERATOR_KEY, META_TREE, OPTIONAL_BRANCHES, RECO_TREE, WEIGHT_BRANCHES, Branch
 from .schema import BASELINE_COLUMNS, PARQUET_SCHEMA, SCHEMA_VERSION, SPLITS, TRUTH_COLUMNS, WEIGHT_COLUMNS
 from .selection import SelectionConfig, passes_cc_inclusive, row_mask
 from .tokens import LayoutError, TokenConfig, TokenizedChunk, tokenize
@@ -391,6 +391,17 @@ def _read_pot(root_file) -> tuple[float | None, float | None]:
     for name in ("POT_Used", "POT_Total"):
         values.append(float(np.sum(meta[name].array(library="np"))) if name in meta.keys() else None)
     return values[0], values[1]
+
+
+def _read_generator(root_file) -> dict | None:
+    """The `minerva_fm_generator` record of a synthetic file (`synthetic.generator_record`), None for real files."""
+    if GENERATOR_KEY not in root_file.keys(cycle=False):
+        return None
+    try:
+        record = json.loads(str(root_file[GENERATOR_KEY]))
+    except ValueError:
+        return {"synthetic": True, "unparsed": str(root_file[GENERATOR_KEY])[:200]}
+    return record if isinstance(record, dict) else {"synthetic": True, "unparsed": str(record)[:200]}
 
 
 def chunk_ranges(tree, branches: list[str], step_size: str | int) -> list[tuple[int, int]]:
@@ -842,7 +853,7 @@ def _convert_chunks(path: Path, output_dir: Path, shifted: bool, options: Conver
     return {
         "name": path.name, "path": str(path.resolve()), "size_bytes": path.stat().st_size, "sha256": None,
         "is_mc": is_mc, "n_entries": tree.num_entries, "split": "shifted" if shifted else "hashed",
-        "pot_used": pot_used, "pot_total": pot_total, "chunks": chunks,
+        "pot_used": pot_used, "pot_total": pot_total, "generator": _read_generator(root_file), "chunks": chunks,
     }
 
 

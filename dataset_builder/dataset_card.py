@@ -3,23 +3,24 @@
 `write_dataset_card(DIR)` reads `DIR/manifest.json` and the Parquet shards `DIR/data/<split>/*.parquet`, draws
 `DIR/plots/*.png` (matplotlib + mplhep) and writes `DIR/README.md` atomically. The YAML maps each split to
 `data/<split>/*.parquet`, so `datasets.load_dataset(DIR)` / `load_dataset("ns/name")` find the splits, and carries
-`dataset_info.features` (typed, from `hf_dataset.features()`). Column documentation is read from the comments in
-`schema.py`, the one place the units are defined.
+`dataset_info.features` (typed, from `hf_dataset.features()`). The card is the Jinja template
+`templates/dataset_card.md` rendered by `DatasetCard.from_template`; the column documentation is data
+(`templates/dataset_columns.yaml`, checked against the names in schema.py). The card says when the inputs were
+synthetic (the `generator` records `minerva-fm generate` leaves in the files and the converter copies to the manifest)
+and which event weight `event_weight` holds.
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
-import io
 import json
-import tokenize
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 
 from dataset_builder import schema
 from minerva_common.atomic import atomic_path, write_text_atomic
@@ -30,26 +31,8 @@ QUANTILES = (0.1, 0.5, 0.9)
 PLOT_NAMES = ("n_objects", "object_types", "e_avail", "topology", "enu")
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
-# Descriptions for columns that carry no comment in schema.py (bookkeeping, not physics).
-EXTRA_DESCRIPTIONS = {
-    "source_file": "AnaTuple file name the event comes from (with `entry`, the row key)",
-    "entry": "entry number in the source file's tree",
-    "run": "run number", "subrun": "subrun number", "gate": "gate (spill) number",
-    "n_objects": "number of objects (tokens) stored for this event, at most 33",
-    "object_pid": "PID index per object (table below); 0 is never stored (reserved for padding)",
-    "object_features": "9 features per object (table below)",
-    "event_features": "16 event-level features (list below)",
-    "has_muon": "a MINOS-matched muon is reconstructed (the muon object is present)",
-    "nu_pdg": "PDG code of the incoming neutrino", "lepton_pdg": "PDG code of the primary final-state lepton",
-    "n_pi_plus": "final-state pi+ count", "n_pi_minus": "final-state pi- count", "n_pi0": "final-state pi0 count",
-    "pion_kinetic_energy": "kinetic energy of the single pion used for binning (0: none)",
-    "is_cc1pi_charged": "topology == CC1pi_charged", "is_ccnpi_charged": "topology in (CC1pi_charged, CCNpi_charged)",
-    "is_cc1pi0": "topology == CC1pi0",
-    "tag_cc1pi_charged": "cut-based tagger decision (baseline)", "tag_ccnpi_charged": "cut-based tagger decision",
-    "tag_cc1pi0": "cut-based tagger decision",
-}
-UNIT_OVERRIDES = {"q2": "GeV²", "pion_theta": "rad", "calo_e_avail": "GeV", "object_features": "see below",
-                  "event_features": "see below"}
+TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
+COLUMN_DOCS = Path(__file__).parent / "templates" / "dataset_columns.yaml"  # column documentation, as data
 REFERENCE_FIXES = (
     ("PID 0 doubled as muon and padding (frozen muon embedding)", "PID 0 is reserved for padding; muon = 1, all types "
      "shifted; the collator's `attention_mask` marks real objects (never inferred from feature values)"),
@@ -219,24 +202,16 @@ def make_plots(dataset_dir: Path, tables: dict[str, pa.Table]) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------- card
-def schema_comments() -> dict[str, str]:
-    """`"name": ...,  # comment` pairs of schema.py (the single source of units and definitions)."""
-    tokens = tokenize.generate_tokens(io.StringIO(inspect.getsource(schema)).readline)
-    last_string, comments = {}, {}
-    for tok in tokens:
-        if tok.type == tokenize.STRING:
-            last_string[tok.start[0]] = tok.string
-        elif tok.type == tokenize.COMMENT and tok.start[0] in last_string:
-            comments[ast.literal_eval(last_string[tok.start[0]])] = tok.string.lstrip("# ").strip()
-    return comments
-
-
-def _unit(field: pa.Field) -> str:
-    if field.name in UNIT_OVERRIDES:
-        return UNIT_OVERRIDES[field.name]
-    if pa.types.is_floating(field.type) and field.name in {**schema.TRUTH_COLUMNS, **schema.BASELINE_COLUMNS}:
-        return "GeV"
-    return "—"
+def column_docs() -> dict[str, dict]:
+    """The column documentation (templates/dataset_columns.yaml), checked against the names in schema.py."""
+    docs = yaml.safe_load(COLUMN_DOCS.read_text(encoding="utf-8"))
+    expected = {"columns": list(schema.PARQUET_SCHEMA.names), "object_features": list(schema.OBJECT_FEATURE_NAMES),
+                "pid": list(schema.PID_NAMES), "event_features": list(schema.EVENT_FEATURE_NAMES)}
+    for section, names in expected.items():
+        if list(docs.get(section) or {}) != names:
+            raise ValueError(f"{COLUMN_DOCS}: field {section}: documents {list(docs.get(section) or {})}, schema.py "
+                             f"defines {names} (same names, same order)")
+    return docs
 
 
 def size_category(n_events: int) -> str:
@@ -244,7 +219,30 @@ def size_category(n_events: int) -> str:
     return next((label for bound, label in SIZE_CATEGORIES if n_events < bound), "n>1T")
 
 
-def card_data(summary: dict, license: str = "cc-by-4.0"):
+def data_origin(manifest: dict) -> dict:
+    """Whether the inputs were synthetic (`generator` records the converter copied from `minerva-fm generate` files),
+    MC simulation or detector data, from the manifest's source files."""
+    sources = [s for s in manifest.get("source_files") or [] if isinstance(s, dict)]
+    generators = [s["generator"] for s in sources if s.get("generator")]
+    seeds = sorted({g["seed"] for g in generators if g.get("seed") is not None})
+    n_mc = sum(1 for s in sources if s.get("is_mc"))
+    if generators:
+        description = "synthetic MINERvA-like AnaTuples made by `minerva-fm generate`"
+    elif sources:
+        description = ("MINERvA MasterAnaDev AnaTuples (" + ", ".join(
+            part for part in (f"{n_mc} MC simulation files" if n_mc else "",
+                              f"{len(sources) - n_mc} detector-data files" if len(sources) > n_mc else "") if part)
+            + ")")
+    else:
+        description = "MINERvA-format AnaTuples (" + ("input files not listed in manifest.json" if manifest else
+                                                      "no manifest.json") + ": origin not recorded)"
+    return {"synthetic": bool(generators), "all_synthetic": bool(sources) and len(generators) == len(sources),
+            "n_synthetic": len(generators), "n_files": len(sources), "description": description,
+            "generator_text": (f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds
+                               else "seed not recorded")}
+
+
+def card_data(summary: dict, license: str = "cc-by-4.0", synthetic: bool = False):
     """`DatasetCardData` with split configs, typed features, license, tags, size category."""
     from huggingface_hub import DatasetCardData
 
@@ -253,9 +251,10 @@ def card_data(summary: dict, license: str = "cc-by-4.0"):
     total = sum(s["events"] for s in summary.values())
     return DatasetCardData(
         license=license,
-        pretty_name="MINERvA ME FHC neutrino events (minerva-fm)",
+        pretty_name=("Synthetic MINERvA-like" if synthetic else "MINERvA ME FHC") + " neutrino events (minerva-fm)",
         language=["en"],
-        tags=["physics", "particle-physics", "neutrino", "minerva", "point-cloud", "minerva-fm"],
+        tags=["physics", "particle-physics", "neutrino", "minerva", "point-cloud", "minerva-fm"]
+        + (["synthetic"] if synthetic else []),
         task_categories=["tabular-classification", "tabular-regression"],
         size_categories=[size_category(total)],
         configs=[{"config_name": "default", "data_files": [{"split": split, "path": split_pattern(split)}
@@ -264,154 +263,108 @@ def card_data(summary: dict, license: str = "cc-by-4.0"):
     )
 
 
-def card_body(summary: dict, manifest: dict, plots: list[Path]) -> str:
-    """Markdown body: usage, splits, schema with units, definitions, selection, truncation, fixes, plots."""
-    comments = schema_comments()
-    parts = [
-        "# MINERvA medium-energy FHC events for foundation-model fine-tuning",
-        "One row per reconstructed event from the MINERvA MasterAnaDev AnaTuples, converted by `minerva-fm convert`: "
-        "a variable-length list of up to 33 detector objects (muon, photons, blobs, prongs) with 9 features each, "
-        "16 event-level features, true targets (available energy, q0, q3, W, pion counts, 5-class topology) and the "
-        "reference cut-based baselines. Produced for the reproduction of arXiv 2604.12364.",
-        "## Usage\n\n```python\nfrom datasets import load_dataset\n"
-        "ds = load_dataset(\"<this repo>\", streaming=True)\n\n"
-        "from dataset_builder.collator import MinervaCollator, iter_batches\n"
-        "collator = MinervaCollator(task=\"regression\")  # or \"classification\" / None\n"
-        "for batch in iter_batches(ds[\"train\"], 256, collator):\n"
-        "    ...  # dict of tensors, docs/tensor-layout.md\n```",
-        "## Splits and counts\n\n" + _splits_table(summary),
-        "## Columns\n\n| column | type | unit | description |\n|---|---|---|---|\n" + "\n".join(
-            f"| `{f.name}` | `{f.type}` | {_unit(f)} "
-            f"| {_cell(comments.get(f.name) or EXTRA_DESCRIPTIONS.get(f.name, ''))} |"
-            for f in schema.PARQUET_SCHEMA),
-        "Truth columns are null for data (non-simulated) files. Energies, momenta and masses are in GeV unless noted.",
-        "### Object features (`object_features[i]`, in this order)\n\n| # | name | definition |\n|---|---|---|\n"
-        + "\n".join(f"| {i} | `{n}` | {_cell(comments.get(n, ''))} |"
-                    for i, n in enumerate(schema.OBJECT_FEATURE_NAMES))
-        + "\n\nKinematics are w.r.t. the detector z axis; eta/phi are absolute (nothing subtracted).",
-        "### Object PID index (`object_pid[i]`)\n\n| index | type |\n|---|---|\n"
-        + "\n".join(f"| {i} | {n}{' — ' + comments[n].split(':', 1)[1].strip() if ':' in comments.get(n, '') else ''} |"
-                    for i, n in enumerate(schema.PID_NAMES)),
-        "### Event features (`event_features`, reference order)\n\n" + "\n".join(
-            f"{i}. `{n}`" + (f" — {comments[n]}" if n in comments else "")
-            for i, n in enumerate(schema.EVENT_FEATURE_NAMES)),
-        "## Definitions\n\n" + _definitions(),
-        "## Selection\n\n" + _selection(manifest, summary),
-        "## Truncation\n\n" + _truncation(manifest),
-        "## Fixes relative to the reference code\n\nKnown problems of the reference preprocessing "
-        "(minerva-data.md §7) and how this conversion handles them:\n\n| reference problem | here |\n|---|---|\n"
-        + "\n".join(f"| {_cell(problem)} | {_cell(fix)} |" for problem, fix in REFERENCE_FIXES),
-    ]
-    if plots:
-        parts.append("## Distributions\n\n" + "\n\n".join(f"![{p.stem}](plots/{p.name})" for p in plots))
-    provenance = _provenance(manifest)
-    if provenance:
-        parts.append("## Provenance (manifest.json)\n\n" + provenance)
-    return "\n\n".join(parts) + "\n"
+def card_context(summary: dict, manifest: dict, plots: list[Path], repo_id: str | None = None) -> dict:
+    """Everything the template shows, as data: splits, column docs, definitions, selection, truncation, provenance."""
+    docs = column_docs()
+    origin = data_origin(manifest)
+    return {
+        "title": ("Synthetic MINERvA-like" if origin["synthetic"] else "MINERvA medium-energy FHC")
+        + " events for foundation-model fine-tuning",
+        "origin": origin, "repo_id": repo_id or "<user>/<repo>", "first_split": next(iter(summary)),
+        "max_objects": schema.MAX_OBJECTS,
+        "caps": {"muons": schema.MAX_MUONS, "photons": schema.MAX_PHOTONS, "blobs": schema.MAX_BLOBS,
+                 "prongs": schema.MAX_PRONGS},
+        "topology_names": schema.TOPOLOGY_NAMES, "signal_classes": schema.SIGNAL_CLASSES,
+        "splits": [_split_row(split, s) for split, s in summary.items()], "has_shifted": "shifted" in summary,
+        "weights_text": _weights_text(manifest),
+        "columns": [{"name": f.name, "type": str(f.type), "unit": docs["columns"][f.name]["unit"] or "—",
+                     "description": _cell(docs["columns"][f.name]["description"])} for f in schema.PARQUET_SCHEMA],
+        "object_features": [{"name": n, "description": _cell(d)} for n, d in docs["object_features"].items()],
+        "pids": [{"name": n, "description": _cell(d)} for n, d in docs["pid"].items()],
+        "event_features": [{"name": n, "description": _cell(d)} for n, d in docs["event_features"].items()],
+        "selection_blocks": _blocks(manifest, (
+            ("Selection configuration used by the converter", (manifest.get("options") or {}).get("selection")),
+            ("Event counts through the selection (converter cut flow)", manifest.get("selection")),
+            ("Values rejected or repaired while reading (counts per reason and branch)", manifest.get("rejected")))),
+        "truncation_blocks": _blocks(manifest, (
+            ("Object-building options used by the converter", (manifest.get("options") or {}).get("tokens")),
+            ("Objects merged or dropped (counts over the whole dataset)",
+             manifest.get("truncation") or manifest.get("truncations")))),
+        "reference_fixes": [(_cell(problem), _cell(fix)) for problem, fix in REFERENCE_FIXES],
+        "plots": [p.stem for p in plots], "provenance": _provenance(manifest),
+    }
 
 
 def _cell(text: str) -> str:
     """Markdown-table-safe text."""
-    return text.replace("|", "\\|")
+    return str(text).replace("|", "\\|")
 
 
-def _splits_table(summary: dict) -> str:
-    head = ("| split | events | " + " | ".join(schema.TOPOLOGY_NAMES)
-            + " | mean objects | muon | E_avail q10 / q50 / q90 [GeV] |")
-    rows = [head, "|" + "---|" * (len(schema.TOPOLOGY_NAMES) + 5)]
-    for split, s in summary.items():
-        fractions = " | ".join(f"{v:.3f}" if v is not None else "—" for v in s["class_fractions"].values())
-        quant = " / ".join(f"{v:.3f}" for v in s["e_avail_quantiles"].values()) if s["e_avail_quantiles"] else "—"
-        rows.append(f"| {split} | {s['events']} | {fractions} | {s['mean_objects']:.2f} | {s['muon_fraction']:.2f} "
-                    f"| {quant} |")
-    note = ("\n\n`shifted` holds whole held-out files with a different (1B-like) detector configuration: an "
-            "out-of-distribution test, never used for training or model selection." if "shifted" in summary else "")
-    return "\n".join(rows) + note
+def _split_row(split: str, s: dict) -> dict:
+    return {"split": split, "events": s["events"], "mean_objects": f"{s['mean_objects']:.2f}",
+            "muon": f"{s['muon_fraction']:.2f}", "passes_cc_inclusive": s["passes_cc_inclusive"],
+            "fractions": [f"{v:.3f}" if v is not None else "—" for v in s["class_fractions"].values()],
+            "quantiles": " / ".join(f"{v:.3f}" for v in s["e_avail_quantiles"].values())
+            if s["e_avail_quantiles"] else "—"}
 
 
-def _definitions() -> str:
-    classes = "\n".join(f"  - {i} `{n}`" for i, n in enumerate(schema.TOPOLOGY_NAMES))
-    signals = ", ".join(f"`{k}` = classes {list(v)}" for k, v in schema.SIGNAL_CLASSES.items())
-    return (
-        "- **Available energy** `e_avail` (regression target, GeV): MINERvA convention — kinetic energy of protons and "
-        "charged pions, total energy of pi0, photons and electrons; neutrons excluded. `e_avail_reference` is the "
-        "reference code's convention (charged pions at total energy, ~140 MeV higher per pi+-).\n"
-        "- **q0 / q3 / Q2**: true energy transfer Enu − E_lepton, true 3-momentum transfer |p_nu − p_lepton|, and "
-        "−(p_nu − p_lepton)², all with the beam-rotated true lepton.\n"
-        "- **W**: hadronic invariant mass from the final-state particles, nuclei and pseudo-particles excluded.\n"
-        "- **Topology** (5 classes, from final-state pion counts; no W or kinetic-energy threshold):\n" + classes +
-        "\n  Rules: NC if not charged current; CC with exactly one pi+- → 0; CC with more than one pi+- → 1; CC, no "
-        "pi+- and exactly one pi0 → 2; other CC → 3.\n"
-        f"- **Signal definitions** (sum of softmax over classes): {signals}.\n"
-        "- **`passes_cc_inclusive`**: reconstructed muon within 20° of the detector axis, 1.5 < p_mu < 20 GeV and "
-        "positive CC-inclusive hadronic recoil — the regression-evaluation subset of the reference."
-    )
+def _weights_text(manifest: dict) -> str:
+    """Which event weight the `event_weight` column holds (from the manifest's converter record)."""
+    record = manifest.get("event_weight") or {}
+    branch = record.get("branch")
+    if not record:
+        return "Not recorded (no manifest.json): `event_weight` is whatever the converter stored, null when absent."
+    if not branch:
+        return ("No input file carried a central-value weight branch: `event_weight` is null everywhere and every "
+                "event counts once.")
+    branches = ", ".join(f"`{b}`" for b in ([branch] if isinstance(branch, str) else branch))
+    stand_in = (" In files made by `minerva-fm generate` it is the generator's plausible stand-in for the MINERvA "
+                "tune's weight, not a physics weight." if data_origin(manifest)["synthetic"] else "")
+    return (f"`event_weight` is the MC central-value weight read from the AnaTuple branch {branches} (input files "
+            f"with it: {record.get('files_with_weight', '?')}, without: {record.get('files_without_weight', '?')}; "
+            "null there and on data).{stand_in} minerva-fm's evaluation weights its metrics with it when present "
+            "(`eval_results.json` records whether it did); training uses it only with `train.use_event_weights`. "
+            "Flux and GENIE systematic universes are not converted.").replace("{stand_in}", stand_in)
 
 
-def _selection(manifest: dict, summary: dict) -> str:
-    text = ("Rows are kept raw (including NC and events without a reconstructed muon); filters are applied as views "
-            "downstream.")
-    config = (manifest.get("options") or {}).get("selection")
-    if config:
-        text += "\n\nSelection configuration used by the converter:\n\n" + _json_block(config)
-    if manifest.get("selection"):
-        text += "\n\nEvent counts through the selection (converter cut flow):\n\n" + _json_block(manifest["selection"])
-    if manifest.get("rejected"):
-        text += "\n\nValues rejected or repaired while reading (counts per reason and branch):\n\n" + \
-                _json_block(manifest["rejected"])
-    counts = ", ".join(f"{split}: {s['events']} events ({s['passes_cc_inclusive']} pass the CC-inclusive "
-                       f"evaluation selection)" for split, s in summary.items())
-    return text + "\n\nCounts in the Parquet shards: " + counts + "."
-
-
-def _json_block(value) -> str:
-    return "```json\n" + json.dumps(value, indent=1, default=str) + "\n```"
-
-
-def _truncation(manifest: dict) -> str:
-    text = (f"At most {schema.MAX_MUONS} muon, {schema.MAX_PHOTONS} photons, {schema.MAX_BLOBS} blobs and "
-            f"{schema.MAX_PRONGS} prongs per event ({schema.MAX_OBJECTS} objects, in that order). Blobs and prongs "
-            "beyond the cap are not dropped: their 4-vectors are summed into one aggregated object (PID 7 / 8) that "
-            "takes the last slot.")
-    tokens = (manifest.get("options") or {}).get("tokens")
-    if tokens:
-        text += "\n\nObject-building options used by the converter:\n\n" + _json_block(tokens)
-    info = manifest.get("truncation") or manifest.get("truncations")
-    if info:
-        text += "\n\nObjects merged or dropped (counts over the whole dataset):\n\n" + _json_block(info)
-    return text
+def _blocks(manifest: dict, entries) -> list[dict]:
+    return [{"title": title, "json": json.dumps(value, indent=1, default=str)} for title, value in entries if value]
 
 
 def _provenance(manifest: dict) -> str:
-    """Converter version, POT, inputs and shard count from the manifest (long lists summarised)."""
-    shown = {"selection", "truncation", "truncations", "rejected", "schema", "shards", "source_files", "splits"}
+    """Converter version, POT, inputs and shard count from the manifest (long lists summarised, no local paths)."""
+    shown = {"selection", "truncation", "truncations", "rejected", "schema", "shards", "source_files", "splits",
+             "event_weight"}
     info = {k: v for k, v in manifest.items() if k not in shown and k != "options"}
     if manifest.get("options"):
         info["options"] = {k: v for k, v in manifest["options"].items() if k not in ("selection", "tokens")}
     sources = manifest.get("source_files") or []
     if sources:
-        names = [s.get("name", "?") if isinstance(s, dict) else str(s) for s in sources]
+        names = [s.get("name", "?") if isinstance(s, dict) else Path(str(s)).name for s in sources]
         info["source_files"] = f"{len(names)} files: " + ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
     if manifest.get("shards"):
         info["shards"] = f"{len(manifest['shards'])} Parquet shards (paths, rows and sha256 in manifest.json)"
-    return _json_block(info) if info else ""
+    return json.dumps(info, indent=1, default=str) if info else ""
 
 
-def build_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True):
-    """(DatasetCard, summary) for a converted folder; draws the plots when `plots`."""
+def build_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True, repo_id: str | None = None):
+    """(DatasetCard, summary) for a converted folder (templates/dataset_card.md); draws the plots when `plots`."""
     from huggingface_hub import DatasetCard
 
     dataset_dir = Path(dataset_dir)
     summary, tables = summarize(dataset_dir)
     manifest = read_manifest(dataset_dir)
     plot_paths = make_plots(dataset_dir, tables) if plots else []
-    content = f"---\n{card_data(summary, license).to_yaml()}\n---\n\n{card_body(summary, manifest, plot_paths)}"
-    return DatasetCard(content), summary
+    context = card_context(summary, manifest, plot_paths, repo_id)
+    data = card_data(summary, license, synthetic=context["origin"]["synthetic"])
+    card = DatasetCard.from_template(data, template_path=str(TEMPLATE), **context)
+    return DatasetCard(re.sub(r"\n{3,}", "\n\n", str(card))), summary  # template tags leave extra blank lines
 
 
-def write_dataset_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True) -> Path:
+def write_dataset_card(dataset_dir: Path, license: str = "cc-by-4.0", plots: bool = True,
+                       repo_id: str | None = None) -> Path:
     """Write `dataset_dir/README.md` (atomically) and the plots; returns the README path."""
-    card, _ = build_card(dataset_dir, license, plots)
+    card, _ = build_card(dataset_dir, license, plots, repo_id)
     return write_text_atomic(Path(dataset_dir) / "README.md", str(card))
 
 

@@ -9,6 +9,8 @@
   shape and unit, plus the ``mc_*`` truth of the matched interaction and the central-value weight
   ``mc_cvweight_total`` (``synthetic_weight``);
 * ``Truth`` — the ``mc_*`` branches of every generated interaction (reconstructed or not, about 1.2 per reco row; real files: ~2.9);
+* ``minerva_fm_generator`` — a TObjString with the JSON ``generator_record`` (program, seed, …): the mark of a
+  synthetic file, copied by the converter into ``manifest.json`` (``source_files[].generator``);
 * ``Meta`` — ``POT_Used``, ``POT_Total`` (≈1e19 POT per 186k reco rows, as in a real 1A file),
   ``Total_Reco_Entries``, ``Total_Truth_Entries``.
 
@@ -26,6 +28,7 @@ Physics (``synthetic_physics``) and detector response (``synthetic_reco``) are v
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import awkward as ak
@@ -34,7 +37,7 @@ import uproot
 
 from minerva_common.atomic import atomic_path
 from dataset_builder.branches import (
-    ALL_BRANCHES, META_TREE, RECO_BRANCHES, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE, WEIGHT_BRANCHES,
+    ALL_BRANCHES, GENERATOR_KEY, META_TREE, RECO_BRANCHES, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE, WEIGHT_BRANCHES,
 )
 from dataset_builder.synthetic_physics import TruthBatch, generate_truth
 from dataset_builder.synthetic_reco import reconstructed_mask, simulate_reco
@@ -99,12 +102,19 @@ def _write_file(path: Path, n_rows: int, seed: int, index: int, shifted: bool, r
                 else:
                     reco_tree.extend(reco)
                     truth_tree.extend(truth)
+            f[GENERATOR_KEY] = json.dumps(generator_record(seed, index, shifted, n_rows))
             f.mktree(META_TREE, {
                 "POT_Used": np.array([n_rows * POT_PER_RECO_ROW]),
                 "POT_Total": np.array([n_rows * POT_PER_RECO_ROW]),
                 "Total_Reco_Entries": np.array([float(n_rows)]),
                 "Total_Truth_Entries": np.array([float(n_truth_total)]),
             })
+
+
+def generator_record(seed: int, index: int, shifted: bool, n_rows: int) -> dict:
+    """What made a synthetic file (stored as the TObjString `GENERATOR_KEY`; the converter copies it to the manifest)."""
+    return {"program": "minerva-fm generate", "synthetic": True, "seed": seed, "file_index": index,
+            "shifted": shifted, "reco_rows": n_rows}
 
 
 def generate_chunk(rng: np.random.Generator, n_rows: int, shifted: bool, run: int, state: dict):

@@ -78,6 +78,7 @@ def test_manifest_provenance_and_counts(tmp_path):
     [entry] = manifest["source_files"]
     assert entry["sha256"] == _sha(source) and entry["size_bytes"] == source.stat().st_size
     assert (entry["is_mc"], entry["n_entries"], entry["pot_used"], entry["pot_total"]) == (True, 60, 1e18, 2e18)
+    assert entry["generator"] is None  # not a `minerva-fm generate` file: nothing marks it synthetic
     assert manifest["selection"] == {"read": 60, "int_type": 48, "kept": 48, "passes_cc_inclusive": 24}
     assert sum(manifest["events_per_split"].values()) == 48 and manifest["events_per_split"]["shifted"] == 0
     for shard in manifest["shards"]:
@@ -211,6 +212,8 @@ def serial_reference(synthetic_inputs, tmp_path_factory):
 def test_synthetic_sample_end_to_end(serial_reference, synthetic_inputs):
     out, _, manifest = serial_reference
     assert manifest["events_per_split"]["shifted"] == manifest["source_files"][1]["selection"]["kept"]
+    assert [(s["generator"]["seed"], s["generator"]["shifted"]) for s in manifest["source_files"]] == \
+        [(3, False), (4, True)]  # the generator records travel into the manifest
     assert manifest["events_per_split"]["train"] > manifest["events_per_split"]["validation"] > 0
     table = _table(out)
     assert table.num_rows == sum(manifest["events_per_split"].values())

@@ -75,3 +75,87 @@ def test_errors_and_size_categories(tmp_path):
     with pytest.raises(FileNotFoundError, match="no Parquet shards"):
         write_dataset_card(tmp_path)
     assert [size_category(n) for n in (10, 5_000, 2_000_000)] == ["n<1K", "1K<n<10K", "1M<n<10M"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    """`minerva-fm generate` files (seed 11) converted: the manifest carries their generator records."""
+    from dataset_builder.convert import ConvertOptions, convert
+    from dataset_builder.synthetic import write_anatuples
+
+    root = tmp_path_factory.mktemp("synthetic_card")
+    convert(write_anatuples(root / "raw", n_events=150, seed=11), root / "out", ConvertOptions(), workers=1,
+            progress=False)
+    return root / "out"
+
+
+def test_synthetic_inputs_are_said_to_be_synthetic_with_their_seed_and_weight(synthetic_dir):
+    import json
+
+    manifest = json.loads((synthetic_dir / "manifest.json").read_text())
+    assert [s["generator"]["seed"] for s in manifest["source_files"]] == [11]
+    card = DatasetCard.load(write_dataset_card(synthetic_dir, plots=False, repo_id="tester/synthetic-events"))
+    text = card.text
+    assert "> **Synthetic data.** Every event in this dataset" in text and "`minerva-fm generate` (seed 11)" in text
+    assert text.lstrip().startswith("# Synthetic MINERvA-like events") and "synthetic" in card.data.tags
+    assert "branch `mc_cvweight_total`" in text and "plausible stand-in" in text
+    assert 'load_dataset("tester/synthetic-events", split="train")' in text
+
+
+def test_card_without_generator_records_claims_no_synthetic_origin(dataset_dir):
+    text = DatasetCard.load(write_dataset_card(dataset_dir, plots=False)).text
+    assert "Synthetic data" not in text and "synthetic" not in DatasetCard.load(dataset_dir / "README.md").data.tags
+    assert "input files not listed in manifest.json: origin not recorded" in text  # the fixture lists no inputs
+
+
+def test_mixed_inputs_count_the_synthetic_files():
+    from dataset_builder.dataset_card import data_origin
+
+    origin = data_origin({"source_files": [{"name": "a.root", "is_mc": True, "generator": {"seed": 2}},
+                                           {"name": "b.root", "is_mc": True}]})
+    assert origin["synthetic"] and not origin["all_synthetic"] and origin["n_synthetic"] == 1
+
+
+def test_every_file_the_card_cites_is_in_the_repository(synthetic_dir):
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    text = DatasetCard.load(write_dataset_card(synthetic_dir, plots=False)).text
+    cited = set(re.findall(r"[\w./-]+\.(?:md|py|yaml)\b", text))
+    assert cited and "minerva-data.md" not in text
+    missing = [name for name in cited if not list(repo.glob(f"**/{name}"))]
+    assert not missing, missing
+
+
+def test_column_docs_are_data_checked_against_the_schema(tmp_path, monkeypatch):
+    import yaml
+
+    from dataset_builder import dataset_card
+
+    docs = dataset_card.column_docs()
+    assert list(docs["columns"]) == schema.PARQUET_SCHEMA.names
+    assert docs["columns"]["q3"] == {"unit": "GeV", "description": "true 3-momentum transfer |p_nu - p_lepton|"}
+    del docs["event_features"]["n_michel"]
+    bad = tmp_path / "columns.yaml"
+    bad.write_text(yaml.safe_dump(docs, sort_keys=False))
+    monkeypatch.setattr(dataset_card, "COLUMN_DOCS", bad)
+    with pytest.raises(ValueError, match=r"columns\.yaml: field event_features: documents .* schema\.py defines"):
+        dataset_card.column_docs()
+
+
+def test_card_snippet_runs_as_printed_against_the_hub(hub, dataset_dir, tmp_path):
+    """The card's python block, in a clean interpreter without the project, on the pushed dataset."""
+    import re
+
+    from isolated_python import run_isolated
+
+    from dataset_builder.hub import push_dataset
+
+    repo_id = f"{hub.user}/dataset-card-snippet"
+    write_dataset_card(dataset_dir, plots=False, repo_id=repo_id)
+    push_dataset(dataset_dir, repo_id)
+    (code,) = re.findall(r"^```python\n(.*?)^```$", (dataset_dir / "README.md").read_text(), flags=re.S | re.M)
+    printed = run_isolated(code, cwd=tmp_path).stdout.split()
+    train = pq.read_table(dataset_dir / "data/train")
+    assert printed[:2] == [str(train.num_rows), str(train["n_objects"][0].as_py())]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import awkward as ak
 import numpy as np
 import pytest
 import uproot
 
-from dataset_builder.branches import ALL_BRANCHES, META_BRANCHES, META_TREE, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE
+from dataset_builder.branches import (
+    ALL_BRANCHES, GENERATOR_KEY, META_BRANCHES, META_TREE, RECO_TREE, TRUTH_BRANCHES, TRUTH_TREE,
+)
 from dataset_builder.synthetic import POT_PER_RECO_ROW, write_anatuples
 
 N_EVENTS = 3000
@@ -52,10 +56,13 @@ def test_file_names_trees_and_meta(nominal):
     assert nominal.name == "MasterAnaDev_mc_AnaTuple_run00110000_Playlist.root"
     assert not [p for p in nominal.parent.iterdir() if p != nominal]  # no temporary files left behind
     with uproot.open(nominal) as f:
-        assert sorted(f.keys(cycle=False)) == sorted([RECO_TREE, TRUTH_TREE, META_TREE])
+        assert sorted(f.keys(cycle=False)) == sorted([RECO_TREE, TRUTH_TREE, META_TREE, GENERATOR_KEY])
+        generator = json.loads(str(f[GENERATOR_KEY]))  # the mark of a synthetic file (real AnaTuples lack it)
         n_reco, n_truth = f[RECO_TREE].num_entries, f[TRUTH_TREE].num_entries
         meta = f[META_TREE].arrays([b.name for b in META_BRANCHES], library="np")
     assert n_reco == N_EVENTS
+    assert generator["synthetic"] and generator["program"] == "minerva-fm generate" and generator["reco_rows"] == n_reco \
+        and generator["seed"] == 7
     assert n_truth > n_reco  # the Truth tree also holds unreconstructed interactions
     assert meta["Total_Reco_Entries"][0] == n_reco and meta["Total_Truth_Entries"][0] == n_truth
     assert meta["POT_Used"][0] == pytest.approx(N_EVENTS * POT_PER_RECO_ROW)
