@@ -63,7 +63,25 @@ def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, r
 
 
 def run_push_dataset_cli(args) -> int:
-    """`minerva-fm push-dataset DIR REPO_ID [--private] [--revision R]`."""
-    sha = push_dataset(args.dataset_dir, args.repo_id, private=args.private, revision=args.revision)
+    """`minerva-fm push-dataset DIR REPO_ID [--private] [--revision R]`; a refused upload is a PermissionError or
+    ConnectionError naming the repo and the HTTP status (never the token)."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        sha = push_dataset(args.dataset_dir, args.repo_id, private=args.private, revision=args.revision)
+    except HfHubHTTPError as err:
+        raise _upload_error(err, args.dataset_dir, args.repo_id, get_token()) from None
     print(f"pushed {args.dataset_dir} to datasets/{args.repo_id} @ {sha} (tag {schema_tag(Path(args.dataset_dir))})")
     return 0
+
+
+def _upload_error(err, dataset_dir, repo_id: str, token: str | None) -> OSError:
+    """One-line error of a failed upload: the repo, the HTTP status and the server's reason, the token redacted."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    reason = next((line.strip() for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+    reason = reason.replace(token, "***") if token else reason
+    where = f"upload of {dataset_dir} to datasets/{repo_id} failed (HTTP {status}: {reason})"
+    if status in (401, 403):
+        return PermissionError(f"{where}; the Hugging Face token was refused: set HF_TOKEN or run `hf auth login`")
+    return ConnectionError(where)

@@ -38,7 +38,7 @@ def _model_card(args: argparse.Namespace) -> int:
     try:
         print(write_model_card(args.run_dir, repo_id=args.repo_id, dataset_id=args.dataset))
     except (EvalResultsError, OSError) as err:
-        return report("model-card", err)
+        return report("model-card", err, where=Path(args.run_dir) / "README.md")
     return 0
 
 

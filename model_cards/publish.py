@@ -181,6 +181,9 @@ def export_onnx_for_push(model_dir: Path) -> Path:
         onnx_parity(load_saved_model(str(model_dir)), path)
     except (ValueError, AssertionError) as err:
         raise PublishError(f"{model_dir}: ONNX export failed ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise PublishError(f"{model_dir / 'model.onnx'}: cannot write the ONNX export: {err.strerror or err} "
+                           f"(errno {err.errno})") from None
     return path
 
 
@@ -189,7 +192,11 @@ def _render_card(model_dir: Path, repo_id: str, dataset_id: str | None, uploads:
     kwargs = {"repo_id": repo_id, "dataset_id": dataset_id}
     if "extra_files" in inspect.signature(write_model_card).parameters:
         kwargs["extra_files"] = uploads
-    write_model_card(model_dir, **kwargs)
+    try:
+        write_model_card(model_dir, **kwargs)
+    except OSError as err:  # read-only folder, full disk: nothing was uploaded
+        raise PublishError(f"{model_dir / 'README.md'}: cannot write the model card: {err.strerror or err} "
+                           f"(errno {err.errno}); nothing was uploaded") from None
 
 
 def upload_plan(layout: RunLayout) -> dict[str, Path]:
