@@ -46,9 +46,11 @@ def _require_events(dataset_dir: Path) -> None:
 
 def _summary(args: argparse.Namespace) -> int:
     from dataset_builder.dataset_card import run_summary_cli
+    from dataset_builder.hub import check_shards
 
     try:
         _require_events(args.dataset_dir)
+        check_shards(args.dataset_dir)
         return run_summary_cli(args)
     except (OSError, ValueError) as err:  # missing shards, read-only folder, full disk, unreadable manifest
         return report("dataset-summary", err, where=args.dataset_dir)

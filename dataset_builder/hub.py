@@ -28,6 +28,28 @@ def schema_tag(dataset_dir: Path) -> str:
     return "schema-" + re.sub(r"[^A-Za-z0-9._-]", "-", schema_version(dataset_dir))
 
 
+def check_shards(dataset_dir: Path | str) -> int:
+    """Compare every shard the manifest lists with its recorded sha256; ValueError naming the first bad or missing
+    one (a truncated or corrupted shard is never summarised or uploaded). Returns the number checked."""
+    dataset_dir = Path(dataset_dir)
+    manifest_path = dataset_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return 0
+    shards = [s for s in json.loads(manifest_path.read_text()).get("shards") or [] if s.get("sha256")]
+    for shard in shards:
+        path = dataset_dir / shard["path"]
+        if not path.is_file():
+            raise ValueError(f"{path}: listed in {manifest_path.name} but missing; rerun `minerva-fm convert`")
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != shard["sha256"]:
+            raise ValueError(f"{path}: sha256 differs from the one recorded in {manifest_path.name} (corrupted or "
+                             "truncated shard); rerun `minerva-fm convert` with the same inputs to rewrite it")
+    return len(shards)
+
+
 def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, revision: str | None = None,
                  token: str | None = None) -> str:
     """Create the repo (exist_ok), upload shards + card + manifest + plots, tag the schema version; return the sha."""
@@ -41,6 +63,7 @@ def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, r
     if not list(dataset_dir.glob("data/*/*.parquet")):
         raise FileNotFoundError(f"{dataset_dir}: no Parquet shards under data/<split>/ "
                                 "— run `minerva-fm convert` first")
+    check_shards(dataset_dir)
     if not (dataset_dir / "README.md").exists():
         from dataset_builder.dataset_card import write_dataset_card
 

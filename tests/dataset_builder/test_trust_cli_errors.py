@@ -24,6 +24,16 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
+def _mc(path: Path, n: int = 40) -> Path:
+    """An MC file whose events pass the default selection (as in test_convert_trust.py)."""
+    import numpy as np
+
+    columns = default_columns(n)
+    columns.update(mc_intType=np.full(n, 1), mc_current=np.ones(n), mc_incomingE=np.full(n, 3000.0),
+                   ev_gate=np.arange(n))
+    return write_anatuple(path, columns)
+
+
 def _one_line(rc: int, err: str, command: str) -> str:
     assert rc == 1 and "Traceback" not in err, err[-3000:]
     lines = err.strip().splitlines()
@@ -40,6 +50,19 @@ def test_zero_events_are_a_one_line_error_for_summary_and_push(hub, tmp_path, ca
         assert f"{out}: 0 events in every split" in line
     assert not (out / "README.md").exists()
     assert not HfApi().repo_exists(f"{hub.user}/no-events", repo_type="dataset")
+
+
+def test_a_corrupted_shard_is_named_and_never_summarised_or_pushed(hub, tmp_path, capsys):
+    source = _mc(tmp_path / "a.root")
+    out = tmp_path / "out"
+    assert _cli(["convert", str(source), str(out), "--workers", "1", "--no-progress"], capsys)[0] == 0
+    shard = sorted((out / "data").rglob("*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # truncated copy
+    repo = f"{hub.user}/corrupted-shard"
+    for command in (["dataset-summary", str(out)], ["push-dataset", str(out), repo]):
+        line = _one_line(*_cli(command, capsys), command[0])
+        assert f"{shard}: sha256 differs" in line, line
+    assert not HfApi().repo_exists(repo, repo_type="dataset") and not (out / "README.md").exists()
 
 
 def test_summary_of_a_folder_without_shards_is_one_line(tmp_path, capsys):
