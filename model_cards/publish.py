@@ -188,10 +188,11 @@ def export_onnx_for_push(model_dir: Path) -> Path:
 
 
 def _render_card(model_dir: Path, repo_id: str, dataset_id: str | None, uploads: list[str]) -> None:
-    """write_model_card, telling it which extra files go up when it accepts `extra_files` (ONNX/logs sections)."""
+    """write_model_card; when the logs go up it is told their repo folder (`logs=`, where render accepts it)."""
     kwargs = {"repo_id": repo_id, "dataset_id": dataset_id}
-    if "extra_files" in inspect.signature(write_model_card).parameters:
-        kwargs["extra_files"] = uploads
+    if any(name.startswith(f"{LOG_DIR}/") for name in uploads) and \
+            "logs" in inspect.signature(write_model_card).parameters:
+        kwargs["logs"] = LOG_DIR
     try:
         write_model_card(model_dir, **kwargs)
     except OSError as err:  # read-only folder, full disk: nothing was uploaded
@@ -220,8 +221,7 @@ def push_model(run_dir: str | Path, repo_id: str, token: str | None = None, priv
     if onnx:
         export_onnx_for_push(layout.model_dir)
     plan = upload_plan(layout)  # outside files are refused before anything is written or sent
-    _render_card(layout.model_dir, repo_id, dataset_id,
-                 sorted(name for name in plan if name in ONNX_FILES or name.startswith(("adapter/", f"{LOG_DIR}/"))))
+    _render_card(layout.model_dir, repo_id, dataset_id, sorted(plan))
     plan["README.md"] = _inside(layout.root, layout.model_dir / "README.md", "README.md")
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(local)) for name, local in plan.items()]
     api = HfApi(endpoint=endpoint, token=token)

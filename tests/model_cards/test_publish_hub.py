@@ -321,11 +321,17 @@ def test_model_folder_inside_a_run_takes_the_run_logs_and_a_stale_onnx_is_refuse
 
     run = shutil.copytree(lora_run[0], tmp_path / "run", symlinks=True)
     model_dir = run / "model"
+    if not (model_dir / "model.onnx").exists():  # the --onnx push of the test above writes it into the run
+        from modeling.export import write_onnx_export
+
+        write_onnx_export(str(model_dir), model_dir)
     repo = f"{hub.user}/tiny-mlp-lora-model-folder"
-    push_model(model_dir, repo)
+    push_model(model_dir, repo)  # no --onnx: the up-to-date export in the folder goes up as it is
     files = set(HfApi().list_repo_files(repo))
     assert any(name.startswith("logs/") and "tfevents" in name for name in files)
-    assert "adapter/adapter_model.safetensors" in files and "model.safetensors" in files
+    assert {"adapter/adapter_model.safetensors", "model.safetensors", "model.onnx", "onnx_export.json"} <= files
+    assert HfApi().model_info(repo).sha and open(HfApi().hf_hub_download(repo, "model.onnx"), "rb").read() == \
+        (model_dir / "model.onnx").read_bytes()
     (model_dir / "model.onnx").write_bytes(b"an export of earlier weights")
     os.utime(model_dir / "model.onnx", (1, 1))
     rc, err = _cli(["push-model", str(model_dir), f"{hub.user}/stale-onnx"], capsys)
