@@ -292,6 +292,13 @@ def test_lora_run_folder_uploads_a_loadable_model_adapter_onnx_and_logs(hub, lor
     assert not any(name.startswith(("checkpoints/", "best/")) or name.endswith(".bin") for name in files)
     for name in events:
         assert open(HfApi().hf_hub_download(repo, name), "rb").read() == (run / name).read_bytes()
+    import inspect
+
+    from model_cards.render import write_model_card
+
+    if "logs" in inspect.signature(write_model_card).parameters:  # the card sections of model_cards/render.py
+        card = ModelCard.load(repo).text
+        assert "### ONNX" in card and "TensorBoard logs are in [`logs/`]" in card
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = {tag for name in events for tag in EventAccumulator(HfApi().hf_hub_download(repo, name)).Reload()
