@@ -8,7 +8,8 @@ run's adapter goes under `adapter/` next to the merged model. Only regular files
 run folder are uploaded: an absolute, `..` or symlinked entry pointing elsewhere is refused, naming it.
 
 Uploads are one explicit commit each (history kept on re-push). Failures raise `PublishError` whose message never
-contains the token; the local folder is only touched to (re)write its rendered README.md (and model.onnx with onnx=True).
+contains the token; the local folder is only touched to (re)write its rendered README.md (and, with onnx=True,
+model.onnx + onnx_export.json).
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def test_malformed_eval_json_and_read_only_folder_are_one_line_errors(hub, tmp_p
     assert not HfApi().repo_exists(f"{hub.user}/read-only")
 
 
-# ------------------------------------------------------------------ a real LoRA training run: model, adapter, ONNX, logs
+# ---------------------------------------------------------- a real LoRA training run: model, adapter, ONNX, logs
 LORA_RUN_CHECK = """
 import json, sys
 import numpy as np, onnxruntime, torch
