@@ -209,21 +209,13 @@ def test_symlinks_that_stay_inside_the_run_folder_are_uploaded(hub, tmp_path):
     assert open(alias, "rb").read() == (run / "plots" / "summary.png").read_bytes()
 
 
-def test_malformed_eval_json_and_read_only_folder_are_one_line_errors(hub, tmp_path, capsys):
+def test_malformed_eval_json_is_a_one_line_error(hub, tmp_path, capsys):
+    """(read-only and full disks: tests/dataset_builder/test_trust_cli_errors.py, push-model among the commands)"""
     run = make_run_dir(tmp_path / "run", "regression")
     (run / "eval_results.json").write_text("{not json")
     rc, err = _cli(["push-model", str(run), f"{hub.user}/malformed"], capsys)
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "eval_results.json: not valid JSON" in err, err
-    run = make_run_dir(tmp_path / "run2", "regression")
-    os.chmod(run, 0o555)  # the card cannot be written; root would ignore this
-    try:
-        if os.access(run, os.W_OK):
-            pytest.skip("running as root: a read-only folder stays writable")
-        rc, err = _cli(["push-model", str(run), f"{hub.user}/read-only"], capsys)
-    finally:
-        os.chmod(run, 0o755)
-    assert rc == 1 and len(err.strip().splitlines()) == 1 and "Permission denied" in err and "README.md" in err, err
-    assert not HfApi().repo_exists(f"{hub.user}/read-only")
+    assert not HfApi().repo_exists(f"{hub.user}/malformed")
 
 
 # ---------------------------------------------------------- a real LoRA training run: model, adapter, ONNX, logs
