@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 from pathlib import Path
+
+from minerva_common.errors import report
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -14,9 +16,7 @@ def _generate(args: argparse.Namespace) -> int:
         paths = write_anatuples(args.output_dir, n_events=args.events, seed=args.seed, shifted=args.shifted,
                                 n_files=args.files)
     except (ValueError, OSError) as err:
-        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-        print(f"minerva-fm generate: error: {where}{getattr(err, 'strerror', None) or err}", file=sys.stderr)
-        return 1
+        return report("generate", err, where=args.output_dir)
     size = sum(p.stat().st_size for p in paths) / 1e6
     kind = "shifted (1B-like)" if args.shifted else "1A-like"
     print(f"wrote {len(paths)} synthetic {kind} AnaTuple file(s), {args.events} events, {size:.1f} MB, seed "
@@ -30,16 +30,40 @@ def _convert(args: argparse.Namespace) -> int:
     return run_convert_cli(args)
 
 
+def _require_events(dataset_dir: Path) -> None:
+    """A converted folder whose manifest counts 0 events has nothing to summarise or push: ValueError naming it."""
+    manifest = dataset_dir / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        counts = json.loads(manifest.read_text(encoding="utf-8")).get("events_per_split") or {}
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{manifest}: not a converter manifest ({err})") from None
+    if not sum(counts.values()):
+        raise ValueError(f"{dataset_dir}: 0 events in every split ({manifest.name}: events_per_split {counts}); "
+                         "convert AnaTuples that hold events first")
+
+
 def _summary(args: argparse.Namespace) -> int:
     from dataset_builder.dataset_card import run_summary_cli
+    from dataset_builder.hub import check_shards
 
-    return run_summary_cli(args)
+    try:
+        _require_events(args.dataset_dir)
+        check_shards(args.dataset_dir)
+        return run_summary_cli(args)
+    except (OSError, ValueError) as err:  # missing shards, read-only folder, full disk, unreadable manifest
+        return report("dataset-summary", err, where=args.dataset_dir)
 
 
 def _push(args: argparse.Namespace) -> int:
     from dataset_builder.hub import run_push_dataset_cli
 
-    return run_push_dataset_cli(args)
+    try:
+        _require_events(args.dataset_dir)
+        return run_push_dataset_cli(args)
+    except (OSError, ValueError) as err:  # no token, refused token, no shards, unreachable Hub
+        return report("push-dataset", err)
 
 
 def register(subparsers) -> None:

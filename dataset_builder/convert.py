@@ -913,7 +913,7 @@ def output_lock(output_dir: Path):
         output_dir.mkdir(parents=True, exist_ok=True)
         handle = open(output_dir / LOCK_FILE, "a+")
     except OSError as err:
-        raise OutputDirError(output_dir, f"cannot create the output folder: {err.strerror or err}") from err
+        raise OutputDirError(output_dir, f"cannot create the output folder: {err.strerror or err} (errno {err.errno})") from err
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1174,9 +1174,9 @@ def run_convert_cli(args: argparse.Namespace) -> int:
         print(f"minerva-fm convert: error: {err}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as err:  # unreadable selection YAML, read-only or full disk, bad option values
-        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
-        print(f"minerva-fm convert: error: {where}{getattr(err, 'strerror', None) or err}", file=sys.stderr)
-        return 1
+        from minerva_common.errors import report
+
+        return report("convert", err, where=args.output_dir)
     counts = ", ".join(f"{split} {n}" for split, n in manifest["events_per_split"].items())
     skipped = manifest.get("skipped", {}).get("entries", 0)
     extra = f"; skipped {skipped} malformed entries (listed in the manifest)" if skipped else ""

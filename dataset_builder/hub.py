@@ -28,6 +28,28 @@ def schema_tag(dataset_dir: Path) -> str:
     return "schema-" + re.sub(r"[^A-Za-z0-9._-]", "-", schema_version(dataset_dir))
 
 
+def check_shards(dataset_dir: Path | str) -> int:
+    """Compare every shard the manifest lists with its recorded sha256; ValueError naming the first bad or missing
+    one (a truncated or corrupted shard is never summarised or uploaded). Returns the number checked."""
+    dataset_dir = Path(dataset_dir)
+    manifest_path = dataset_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return 0
+    shards = [s for s in json.loads(manifest_path.read_text()).get("shards") or [] if s.get("sha256")]
+    for shard in shards:
+        path = dataset_dir / shard["path"]
+        if not path.is_file():
+            raise ValueError(f"{path}: listed in {manifest_path.name} but missing; rerun `minerva-fm convert`")
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != shard["sha256"]:
+            raise ValueError(f"{path}: sha256 differs from the one recorded in {manifest_path.name} (corrupted or "
+                             "truncated shard); rerun `minerva-fm convert` with the same inputs to rewrite it")
+    return len(shards)
+
+
 def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, revision: str | None = None,
                  token: str | None = None) -> str:
     """Create the repo (exist_ok), upload shards + card + manifest + plots, tag the schema version; return the sha."""
@@ -41,6 +63,7 @@ def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, r
     if not list(dataset_dir.glob("data/*/*.parquet")):
         raise FileNotFoundError(f"{dataset_dir}: no Parquet shards under data/<split>/ "
                                 "— run `minerva-fm convert` first")
+    check_shards(dataset_dir)
     if not (dataset_dir / "README.md").exists():
         from dataset_builder.dataset_card import write_dataset_card
 
@@ -63,7 +86,25 @@ def push_dataset(dataset_dir: Path | str, repo_id: str, private: bool = False, r
 
 
 def run_push_dataset_cli(args) -> int:
-    """`minerva-fm push-dataset DIR REPO_ID [--private] [--revision R]`."""
-    sha = push_dataset(args.dataset_dir, args.repo_id, private=args.private, revision=args.revision)
+    """`minerva-fm push-dataset DIR REPO_ID [--private] [--revision R]`; a refused upload is a PermissionError or
+    ConnectionError naming the repo and the HTTP status (never the token)."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        sha = push_dataset(args.dataset_dir, args.repo_id, private=args.private, revision=args.revision)
+    except HfHubHTTPError as err:
+        raise _upload_error(err, args.dataset_dir, args.repo_id, get_token()) from None
     print(f"pushed {args.dataset_dir} to datasets/{args.repo_id} @ {sha} (tag {schema_tag(Path(args.dataset_dir))})")
     return 0
+
+
+def _upload_error(err, dataset_dir, repo_id: str, token: str | None) -> OSError:
+    """One-line error of a failed upload: the repo, the HTTP status and the server's reason, the token redacted."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    reason = next((line.strip() for line in reversed(str(err).splitlines()) if line.strip()), type(err).__name__)
+    reason = reason.replace(token, "***") if token else reason
+    where = f"upload of {dataset_dir} to datasets/{repo_id} failed (HTTP {status}: {reason})"
+    if status in (401, 403):
+        return PermissionError(f"{where}; the Hugging Face token was refused: set HF_TOKEN or run `hf auth login`")
+    return ConnectionError(where)

@@ -3,27 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 from pathlib import Path
+
+from minerva_common.errors import report
+
+# what torch.load raises on a file that is not a PyTorch checkpoint (text, truncated zip, foreign pickle)
+UNREADABLE_CHECKPOINT = (pickle.UnpicklingError, EOFError, KeyError, RuntimeError)
+
+
+def _checkpoint_errors(command: str, checkpoint: Path, convert) -> int:
+    """Run `convert()`; a bad checkpoint or output folder is a one-line error naming the file."""
+    try:
+        convert()
+    except (ValueError, OSError) as err:
+        return report(command, err)
+    except UNREADABLE_CHECKPOINT as err:
+        return report(command, ValueError(f"{checkpoint}: not a readable PyTorch checkpoint ({_load_reason(err)})"))
+    return 0
+
+
+def _load_reason(err: Exception) -> str:
+    """The short reason of a failed torch.load (the weights-only unpickler's own line, not its advice)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"refused by torch.load(weights_only=True): {reason}"
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _convert_omnilearned(args: argparse.Namespace) -> int:
     from modeling.omnilearned_pet.convert_omnilearned_to_hf import convert_omnilearned_checkpoint
 
-    convert_omnilearned_checkpoint(args.checkpoint, args.output_dir, size=args.size, use_ema=args.ema, task=args.task)
-    return 0
+    return _checkpoint_errors("convert-omnilearned", args.checkpoint, lambda: convert_omnilearned_checkpoint(
+        args.checkpoint, args.output_dir, size=args.size, use_ema=args.ema, task=args.task))
 
 
 def _convert_particle_vit(args: argparse.Namespace) -> int:
     from modeling.particle_vit.convert_hyperscale_to_hf import convert_hyperscale_checkpoint
 
-    convert_hyperscale_checkpoint(args.checkpoint, args.output_dir, train_config=args.train_config, task=args.task)
-    return 0
+    return _checkpoint_errors("convert-particle-vit", args.checkpoint, lambda: convert_hyperscale_checkpoint(
+        args.checkpoint, args.output_dir, train_config=args.train_config, task=args.task))
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
     from modeling.export import load_saved_model, onnx_parity, write_onnx_export
 
-    path = write_onnx_export(args.model, args.output_dir, revision=args.revision)
+    try:
+        path = write_onnx_export(args.model, args.output_dir, revision=args.revision)
+    except (ValueError, OSError) as err:  # not a save_pretrained folder / Hub id, unwritable output folder
+        return report("export-onnx", err, where=args.output_dir)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if args.check:
         worst = onnx_parity(load_saved_model(args.model, args.revision), path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from minerva_common.errors import report
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Every option's default after its help; descriptions kept as written."""
@@ -17,17 +19,24 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from model_cards.publish import PublishError
     from recipes.evaluate import run_from_args
 
-    run_from_args(args)
+    try:
+        run_from_args(args)
+    except (OSError, ValueError, PublishError) as err:  # no such model/data/split, wrong task, unwritable --out
+        return report("evaluate", err, where=args.out)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from recipes.demo import run_demo
 
-    run_demo(args.out, n_events=args.events, steps=args.steps, paper_sizes=args.paper_sizes,
-             tasks=tuple(args.tasks), seed=args.seed, init=args.init)
+    try:
+        run_demo(args.out, n_events=args.events, steps=args.steps, paper_sizes=args.paper_sizes,
+                 tasks=tuple(args.tasks), seed=args.seed, init=args.init)
+    except OSError as err:  # read-only or full output disk
+        return report("demo", err, where=args.out)
     return 0
 
 
