@@ -7,6 +7,7 @@ contains the token; the local folder is only touched to (re)write its rendered R
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -19,6 +20,7 @@ WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors")
 CONFIG_FILES = ("config.json", "adapter_config.json", EVAL_RESULTS_FILE, TRAIN_CONFIG_FILE)
 SPACE_REQUIRED_FILES = ("app.py", "requirements.txt", "README.md")
 SPACE_IGNORE = ["__pycache__/*", "*/__pycache__/*", "*.pyc", ".*"]
+SPACE_SHARED_PACKAGES = ("minerva_common",)  # contracts the Space reads (results, transfer study), beside app.py
 
 
 class PublishError(RuntimeError):
@@ -98,10 +100,22 @@ def push_model(run_dir: str | Path, repo_id: str, token: str | None = None, priv
     return info.commit_url
 
 
+def space_files(app_dir: str | Path) -> dict[str, Path]:
+    """What a Space repo holds: the app folder's files and the shared contract packages (path in repo -> file)."""
+    from fnmatch import fnmatch
+
+    app_dir = Path(app_dir)
+    files = {p.relative_to(app_dir).as_posix(): p for p in sorted(app_dir.rglob("*")) if p.is_file()}
+    for package in SPACE_SHARED_PACKAGES:
+        source = Path(importlib.import_module(package).__file__).parent
+        files.update({f"{package}/{p.relative_to(source).as_posix()}": p for p in sorted(source.rglob("*.py"))})
+    return {name: path for name, path in files.items() if not any(fnmatch(name, pat) for pat in SPACE_IGNORE)}
+
+
 def push_space(space_repo_id: str, app_dir: str | Path = "spaces/event_explorer", token: str | None = None,
                private: bool = False, commit_message: str | None = None, endpoint: str | None = None) -> str:
     """Upload the Gradio app folder to the Space ``space_repo_id`` in one commit; return the commit url."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     app_dir = Path(app_dir)
     missing = [name for name in SPACE_REQUIRED_FILES if not (app_dir / name).is_file()]
@@ -111,10 +125,11 @@ def push_space(space_repo_id: str, app_dir: str | Path = "spaces/event_explorer"
         raise PublishError(f"{app_dir / 'README.md'}: needs the Space YAML header (sdk, sdk_version, app_file)")
     token = resolve_token(token)
     api = HfApi(endpoint=endpoint, token=token)
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path))
+                  for name, path in space_files(app_dir).items()]
     try:
         api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=space_repo_id, repo_type="space", folder_path=app_dir,
-                                 ignore_patterns=SPACE_IGNORE,
+        info = api.create_commit(repo_id=space_repo_id, repo_type="space", operations=operations,
                                  commit_message=commit_message or "Upload the minerva-fm event explorer")
     except Exception as err:  # noqa: BLE001
         raise PublishError(f"upload of {app_dir} to Space {space_repo_id!r} failed "
@@ -123,4 +138,4 @@ def push_space(space_repo_id: str, app_dir: str | Path = "spaces/event_explorer"
     return info.commit_url
 
 
-__all__ = ["push_model", "push_space", "model_files", "PublishError"]
+__all__ = ["push_model", "push_space", "space_files", "model_files", "PublishError"]
