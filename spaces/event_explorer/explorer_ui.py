@@ -19,6 +19,7 @@ from explorer_data import (ALL_CHANNELS, MAX_EVENTS, MAX_UPLOAD_MB, Sample, User
 from explorer_display import decode_objects, event_feature_table, event_figures, event_title, truth_table
 from explorer_models import (allow_models, check_model_inputs, checked_model_id, default_model_ids, event_batch,
                              format_prediction, load_model, model_summary, predict, working_points)
+from explorer_study import X_AXES, read_study, study_figure, study_intro, study_path, study_table
 from explorer_schema import (OBJECT_TABLE_COLUMNS, PID_LABELS, PID_NOTE, SCHEMA_SOURCE, SIGNAL_CLASSES, SIGNAL_LABELS,
                              TOPOLOGY_NAMES)
 
@@ -283,10 +284,39 @@ def show_after_page_load(index, models: list[str] | None, state: dict, message: 
     return tuple(outputs)
 
 
-def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None) -> gr.Blocks:
+def _transfer_study_section(configured) -> None:
+    """The transfer study (pretrained vs rw) of the owner's file, when one is configured or present."""
+    path = study_path(configured)
+    if path is None:
+        return
+    study, message = read_study(path)
+    with gr.Accordion("Transfer study (pretrained vs random weights)", open=True, elem_id="study"):
+        gr.Markdown(message or study_intro(study), elem_id="study-md")
+        if study is None:
+            return
+        axis = gr.Radio([(title, key) for key, title in X_AXES.items()], value="labels", label="x axis",
+                        elem_id="study-x")
+        plot = gr.Plot(study_figure(study), label="metric vs labels", elem_id="study-plot")
+        gr.Markdown(study_table(study), elem_id="study-table")
+        axis.change(functools.partial(_study_plot, study), [axis], [plot], api_visibility="private")
+
+
+def _study_plot(study, x: str):
+    """The study figure against another x axis; a ⚠️ toast (figure unchanged) if drawing fails."""
+    try:
+        return study_figure(study, x)
+    except Exception as err:  # noqa: BLE001 - a message for the visitor, not a traceback
+        _warn(f"{type(err).__name__}: {err}")
+        return gr.update()
+
+
+def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None,
+               transfer_study: str | os.PathLike | None = None) -> gr.Blocks:
     """The explorer app (not launched; launch it with `demo.launch(**launch_options())`).
 
-    `model_ids` (the Space owner's choice) join the allow-list of models whose code may run in this process.
+    `model_ids` (the Space owner's choice) join the allow-list of models whose code may run in this process;
+    `transfer_study` (else $MINERVA_EXPLORER_TRANSFER_STUDY, else transfer_study.json beside app.py) is shown in the
+    summary tab.
     """
     dataset_id = dataset_id or os.environ.get(DATASET_ENV, DEFAULT_DATASET)
     model_ids = list(model_ids or default_model_ids())
@@ -346,6 +376,7 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
                 summary_md = gr.Markdown(elem_id="summary-md")
                 summary_plots = gr.Gallery(label="evaluation plots", columns=2, object_fit="contain", height="auto",
                                            elem_id="summary-plots")
+                _transfer_study_section(transfer_study)
         gr.Markdown(f"<sub>schema: {SCHEMA_SOURCE}</sub>")
 
         event_outputs = [views, scene, objects, features, truth, share, status]
