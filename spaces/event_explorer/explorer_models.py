@@ -202,7 +202,8 @@ def predict(model, batch: dict, working_points: dict | None = None) -> dict:
 
 
 def format_prediction(model_id: str, result: dict, row: dict, working_points: dict | None = None) -> str:
-    """One line per model: the prediction (and its decision at the working point) next to the truth and baseline."""
+    """The prediction next to the truth and baseline: one line per model, plus one per tagging task (the model's
+    decision at its working point)."""
     if result["task"] == "regression":
         truth, calo = row.get("e_avail"), row.get("calo_e_avail")
         return (f"{model_id}: E_avail = {result['e_avail']:.4f} GeV"
@@ -215,9 +216,9 @@ def format_prediction(model_id: str, result: dict, row: dict, working_points: di
                     f"{'TAGGED' if result['decisions'][signal] else 'not tagged'} at threshold {point['threshold']:.4f}"
                     f" (FPR {_num(point.get('fpr_model'))} ≤ cut's {_num(point.get('fpr_cut'))})")
         truth = _truth_signal(row, signal)
-        tags.append(f"{SIGNAL_LABELS.get(signal, signal)}: score {score:.4f} → {decision}; cut tagger "
+        tags.append(f"    {SIGNAL_LABELS.get(signal, signal)}: score {score:.4f} → {decision}; cut tagger "
                     f"{_tag(row.get('tag_' + signal))}; truth {truth}")
-    return f"{model_id}: P = [{probs}] | " + " | ".join(tags)
+    return "\n".join([f"{model_id}: P = [{probs}]", *tags])
 
 
 def _truth_signal(row: dict, signal: str) -> str:

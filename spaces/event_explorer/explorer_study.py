@@ -117,12 +117,10 @@ def study_figure(study: TransferStudy, x: str = "labels") -> go.Figure:
                           annotation_text=reference[0], annotation_position="top left")
         fig.update_xaxes(type="log", title_text=X_AXES[x], tickvals=ticks, ticktext=[_short(v) for v in ticks],
                          minor=dict(showgrid=False), row=row, col=col)
-    height = 330 * rows + 150
-    fig.update_layout(height=height, margin=dict(l=60, r=20, t=120, b=50),
-                      title=dict(text="Transfer study: seed mean ± standard deviation (error bars)", y=1 - 12 / height,
-                                 yanchor="top"),
-                      legend=dict(orientation="h", x=0, y=1 + 40 / (height - 170), yanchor="bottom",
-                                  title_text="init · mode"))
+    height = 330 * rows + 110
+    fig.update_layout(height=height, margin=dict(l=60, r=20, t=90, b=50),  # no title: the block label sits there
+                      legend=dict(orientation="h", x=0, y=1 + 40 / (height - 140), yanchor="bottom",
+                                  title_text="init · mode (seed mean ± standard deviation):"))
     return fig
 
 
@@ -153,7 +151,8 @@ def study_intro(study: TransferStudy) -> str:
 
 def study_table(study: TransferStudy) -> str:
     """Pretrained minus rw at each label budget, from the seed means."""
-    return ("**Pretrained vs rw** (seed mean ± standard deviation; Δ = pretrained − rw)\n\n"
+    return ("**Pretrained vs rw** (seed mean ± standard deviation; Δ = pretrained − rw; lower IQR and higher TPR "
+            "are better)\n\n"
             + _difference_table(study))
 
 
@@ -171,8 +170,7 @@ def _difference_table(study: TransferStudy) -> str:
                 points = _by_labels(found.get((init, mode)))
                 if points:
                     cells = [_cell(points.get(b), rw.get(b)) for b in budgets]
-                    lines.append("| " + " | ".join([f"{name} ({_better(task)})", mode, INIT_LABELS.get(init, init),
-                                                     *cells]) + " |")
+                    lines.append("| " + " | ".join([name, mode, INIT_LABELS.get(init, init), *cells]) + " |")
     return "\n".join(lines)
 
 

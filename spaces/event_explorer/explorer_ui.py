@@ -296,7 +296,7 @@ def _transfer_study_section(configured) -> None:
             return
         axis = gr.Radio([(title, key) for key, title in X_AXES.items()], value="labels", label="x axis",
                         elem_id="study-x")
-        plot = gr.Plot(study_figure(study), label="metric vs labels", elem_id="study-plot")
+        plot = gr.Plot(study_figure(study), label="transfer study", elem_id="study-plot")
         gr.Markdown(study_table(study), elem_id="study-table")
         axis.change(functools.partial(_study_plot, study), [axis], [plot], api_visibility="private")
 
@@ -364,7 +364,7 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
                 models = gr.Dropdown(model_ids, value=model_ids[:1], multiselect=True, allow_custom_value=True,
                                      label="models (allow-listed Hub repo ids, ns/name[@revision])", elem_id="models")
                 predict_button = gr.Button("Predict current event", variant="primary", elem_id="predict")
-                prediction_text = gr.Textbox(label="predictions", lines=3, interactive=False,
+                prediction_text = gr.Textbox(label="predictions", lines=5, max_lines=20, interactive=False,
                                              elem_id="prediction-text")
                 prediction_table = gr.Dataframe(_empty_predictions(),
                                                 label="prediction vs truth vs baseline", interactive=False,
