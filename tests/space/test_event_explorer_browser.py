@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,19 @@ def test_fresh_page_upload_shows_first_event(app, events_parquet, tmp_path):
     page.get_by_role("tab", name="Event").click()
     page.screenshot(path=str(ARTIFACTS / "event_explorer_empty_1366x768.png"), full_page=True)
 
+    import huggingface_hub.constants  # the Hub unreachable: the reason shows in the page within seconds
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{_free_port()}")
+        start = time.monotonic()
+        page.click("#load-hub")
+        _wait_status(page, "could not reach the Hub", timeout=30_000)
+        elapsed = time.monotonic() - start
+    assert elapsed < 10 and page.inner_text("#status").startswith("⚠️"), elapsed
+    page.screenshot(path=str(ARTIFACTS / "event_explorer_hub_unreachable_1366x768.png"), full_page=True)
+    for close in page.locator(".toast-close").all():  # the warning toast would cover the event display
+        close.click()
+
     page.set_input_files("#upload input[type=file]", str(events_parquet))
     _wait_status(page, "Showing event 0")  # no click on "Show event"
     assert "Loaded all 60 events from events.parquet" in page.inner_text("#status").replace("`", "")
@@ -282,6 +296,8 @@ def test_push_space_uploads_the_app(hub, tmp_path, capsys):
     expected = {p.relative_to(APP_DIR).as_posix() for p in APP_DIR.rglob("*")
                 if p.is_file() and "__pycache__" not in p.parts}
     assert expected <= files and {"app.py", "requirements.txt", "README.md"} <= files
+    # the contracts the app reads (results, transfer study) travel with it: one reader, no copy in the app folder
+    assert {"minerva_common/results.py", "minerva_common/transfer_study.py", "minerva_common/__init__.py"} <= files
     assert not any(f.endswith(".pyc") for f in files)
     card = SpaceCard.load(HfApi().hf_hub_download(repo, "README.md", repo_type="space"))
     assert card.data.sdk == "gradio" and card.data.sdk_version == "6.31.0" and card.data.app_file == "app.py"
