@@ -349,11 +349,12 @@ def _uncertainty_note(results: EvalResults) -> str:
     u = results.uncertainties
     if not u:
         return "<sub>No uncertainties recorded in this eval_results.json.</sub>"
-    level = u.get("confidence_level")
-    parts = [f"TPR intervals: {u.get('tpr') or 'none'}" + (f" at {100 * level:.2f} % CL" if level else "")]
-    parts.append(f"IQR/MPV ±: {u['iqr_mpv']} standard deviation ({u.get('n_bootstrap')} replicas)"
-                 if u.get("iqr_mpv") else "IQR/MPV: no bootstrap (no ± shown)")
-    return f"<sub>{'; '.join(parts)}.</sub>"
+    if results.task == "classification":
+        level = u.get("confidence_level")
+        return (f"<sub>TPR intervals: {u.get('tpr') or 'none'}"
+                + (f" at {100 * level:.2f} % CL" if level else "") + ".</sub>")
+    return (f"<sub>±: {u['iqr_mpv']} standard deviation ({u.get('n_bootstrap')} replicas).</sub>" if u.get("iqr_mpv")
+            else "<sub>No bootstrap uncertainties on IQR/MPV in this eval_results.json.</sub>")
 
 
 def _row(cells) -> str:

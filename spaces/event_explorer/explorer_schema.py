@@ -37,7 +37,7 @@ except ImportError:  # Copied from dataset_builder/schema.py
 
 # The evaluation-results contract is read only through minerva_common/results.py (push-space uploads the
 # minerva_common package next to app.py; no second copy of it here).
-from minerva_common.results import LOW_Q3_MAX, RESULTS_FILE, RESULTS_SCHEMA_VERSION, SIGNAL_LABELS
+from minerva_common.results import LOW_Q3_MAX, RESULTS_FILE, SIGNAL_LABELS
 
 # Display names of the object types: MINERvA's raw prong_part_pid hypothesis codes 3, 8, 13 are kept as codes because
 # their meaning is unverified (the reference code calls them "pion", "EM shower", "muon-like"; raw 3 carries the muon

@@ -369,7 +369,7 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
                 prediction_table = gr.Dataframe(_empty_predictions(),
                                                 label="prediction vs truth vs baseline", interactive=False,
                                                 wrap=True, elem_id="prediction-table")
-            with gr.Tab("Model summary"):
+            with gr.Tab("Model summary") as summary_tab:
                 summary_model = gr.Dropdown(model_ids, value=model_ids[0], allow_custom_value=True, label="model",
                                             elem_id="summary-model")
                 summary_button = gr.Button("Show evaluation", elem_id="show-summary")
@@ -392,6 +392,8 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
         predict_button.click(run_predictions, [models, index, state], [prediction_text, prediction_table, status],
                              api_name="predict")
         summary_button.click(show_summary, [summary_model], [summary_md, summary_plots], api_name="summary")
+        for event in (summary_tab.select, summary_model.input):  # shown on opening the tab / choosing a model
+            event(show_summary, [summary_model], [summary_md, summary_plots], api_visibility="private")
         demo.load(on_page_load, [state], [state, dataset, split, index, models, status], api_visibility="private").then(
             show_after_page_load, [index, models, state, status], event_outputs)
     return demo

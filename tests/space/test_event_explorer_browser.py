@@ -176,8 +176,7 @@ def test_share_link_event_and_predictions_read_well(app, events_parquet, size):
     _no_horizontal_overflow(page, "#prediction-table")
     page.screenshot(path=str(ARTIFACTS / f"event_explorer_predictions_{size}.png"), full_page=True)
 
-    page.get_by_role("tab", name="Model summary").click()
-    page.click("#show-summary")
+    page.get_by_role("tab", name="Model summary").click()  # no click on "Show evaluation": the tab shows it
     page.wait_for_function("document.querySelector('#summary-md')?.innerText.includes('IQR')", timeout=60_000)
     page.wait_for_selector("#summary-plots img", timeout=30_000)
     page.wait_for_function("[...document.querySelectorAll('#summary-plots img')].every(i => i.complete && "
@@ -201,7 +200,6 @@ def test_share_link_event_and_predictions_read_well(app, events_parquet, size):
 
     page.locator("#summary-model input").fill(app.cls)
     page.keyboard.press("Enter")
-    page.click("#show-summary")
     page.wait_for_function("document.querySelector('#summary-md')?.innerText.includes('TPR at the cut')",
                            timeout=60_000)
     cls = app.results["classification"]
@@ -228,6 +226,10 @@ def _check_transfer_study(page, study: dict, viewport: dict, size: str) -> None:
     assert f"vs {rw:.3f} ± {np.std(values['rw'], ddof=1):.3f} (Δ {jet - rw:+.3f})" in text, text
     assert "synthetic" in text
     page.locator("#study").screenshot(path=str(ARTIFACTS / f"event_explorer_transfer_study_{size}.png"))
+    page.locator("#study-x").get_by_text("fine-tuning FLOPs").click()
+    page.wait_for_function("document.querySelector('#study-plot')?.textContent.includes('fine-tuning FLOPs')",
+                           timeout=30_000)
+    page.locator("#study-x").get_by_text("labelled training events").click()
 
 
 @pytest.mark.browser
