@@ -64,12 +64,24 @@ def _value(cell, key: str, signal: str | None):
     return None if value is None else float(value)
 
 
+def _runs(study: TransferStudy) -> list[tuple[str, str]]:
+    """(backbone, mode) pairs of the study, in plotting order."""
+    return [(b, m) for b in sorted({c.backbone for c in study.cells}) for m in MODES
+            if study.select(backbone=b, mode=m)]
+
+
+def _run_label(study: TransferStudy, backbone: str, mode: str) -> str:
+    """The mode, prefixed by the backbone when the study has several."""
+    return mode if len({c.backbone for c in study.cells}) == 1 else f"{backbone} {mode}"
+
+
 def curves(study: TransferStudy, task: str, key: str, signal: str | None, x: str = "labels") -> dict:
-    """{(init, mode): (x values, seed means, seed standard deviations, seeds per point)} of one panel."""
+    """{(init, backbone, mode): (x values, seed means, seed standard deviations, seeds per point)} of one panel."""
     out = {}
     for init in [i for i in INITS if i != "rw"] + ["rw"] + sorted({c.init for c in study.cells} - set(INITS)):
-        for mode in MODES:
-            cells = [c for c in study.select(task=task, init=init, mode=mode) if _value(c, key, signal) is not None]
+        for backbone, mode in _runs(study):
+            cells = [c for c in study.select(task=task, init=init, backbone=backbone, mode=mode)
+                     if _value(c, key, signal) is not None]
             if not cells:
                 continue
             groups: dict[float, list[float]] = {}
@@ -77,7 +89,7 @@ def curves(study: TransferStudy, task: str, key: str, signal: str | None, x: str
                 groups.setdefault(float(cell.labels if x == "labels" else cell.train_flops), []).append(
                     _value(cell, key, signal))
             xs = sorted(groups)
-            out[(init, mode)] = (xs, [float(np.mean(groups[v])) for v in xs],
+            out[(init, backbone, mode)] = (xs, [float(np.mean(groups[v])) for v in xs],
                                  [float(np.std(groups[v], ddof=1)) if len(groups[v]) > 1 else 0.0 for v in xs],
                                  [len(groups[v]) for v in xs])
     return out
@@ -102,8 +114,8 @@ def study_figure(study: TransferStudy, x: str = "labels") -> go.Figure:
     shown = set()
     for i, (task, key, signal, _) in enumerate(specs):
         row, col = i // cols + 1, i % cols + 1
-        for (init, mode), (xs, mean, std, seeds) in curves(study, task, key, signal, x).items():
-            name = f"{INIT_LABELS.get(init, init)} · {mode}"
+        for (init, backbone, mode), (xs, mean, std, seeds) in curves(study, task, key, signal, x).items():
+            name = f"{INIT_LABELS.get(init, init)} · {_run_label(study, backbone, mode)}"
             fig.add_trace(go.Scatter(
                 x=xs, y=mean, error_y=dict(type="data", array=std, visible=True), name=name, legendgroup=name,
                 showlegend=name not in shown, mode="lines+markers",
@@ -164,13 +176,14 @@ def _difference_table(study: TransferStudy) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for task, key, signal, name in panels(study):
         found = curves(study, task, key, signal)
-        for mode in MODES:
-            rw = _by_labels(found.get(("rw", mode)))
+        for backbone, mode in _runs(study):
+            rw = _by_labels(found.get(("rw", backbone, mode)))
             for init in pretrained:
-                points = _by_labels(found.get((init, mode)))
+                points = _by_labels(found.get((init, backbone, mode)))
                 if points:
                     cells = [_cell(points.get(b), rw.get(b)) for b in budgets]
-                    lines.append("| " + " | ".join([name, mode, INIT_LABELS.get(init, init), *cells]) + " |")
+                    run, label = _run_label(study, backbone, mode), INIT_LABELS.get(init, init)
+                    lines.append("| " + " | ".join([name, run, label, *cells]) + " |")
     return "\n".join(lines)
 
 

@@ -255,6 +255,16 @@ def test_transfer_study_pretrained_vs_rw(explorer, tmp_path, monkeypatch):
     assert list(first.x) == [1000, 3000, 10000]
     assert list(study_ui.study_figure(study, "train_flops").data[0].x) == [1e9, 3e9, 1e10]
 
+    two = tmp_path / "two-backbones.json"  # a second backbone gets its own curves and rows, never averaged in
+    other = [{**c, "backbone": "vit", "metrics": {**c["metrics"], "iqr": 0.9}} for c in written["cells"]
+             if c["task"] == "regression"]
+    two.write_text(json.dumps({**written, "cells": written["cells"] + other}))
+    both, _ = study_ui.read_study(two)
+    names = {t.name for t in study_ui.study_figure(both).data}
+    assert "jet-pretrained · vit full" in names and "jet-pretrained · omnilearned full" in names
+    assert "| IQR of E_pred/E_true, all q3 | vit full | jet-pretrained | 0.900 vs 0.900 (Δ +0.000) |" in \
+        study_ui.study_table(both)
+
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({**written, "cells": [{**written["cells"][0], "init": "imagenet"}]}))
     study, message = study_ui.read_study(broken)
