@@ -79,7 +79,8 @@ def _finish(fig, axes, title: str) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(len(labels), 1)), frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.045 * ((len(labels) - 1) // 4)))
     fig.suptitle(title, fontsize=13)
-    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(labels) - 1) // 4), 1, 0.95))
+    fig.subplots_adjust(left=0.07 if len(axes) > 1 else 0.14, right=0.98, top=0.9, wspace=0.28,
+                        bottom=0.2 + 0.045 * ((len(labels) - 1) // 4))
 
 
 def plot_metric_vs_labels(study: contract.TransferStudy, task: str, path: str | Path, title: str = "") -> Path:

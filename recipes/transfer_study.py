@@ -100,6 +100,7 @@ class TransferStudyConfig:
     workers: int = 2  # cells trained in parallel (one process each)
     threads_per_worker: int = 1
     keep_models: bool = False  # keep every cell's exported model (default: only cell.json and the eval JSON)
+    run_cells: bool = True  # false: only collect the finished cells into the JSON (the rest listed as missing)
     plots: bool = True
 
     def __post_init__(self) -> None:
@@ -284,6 +285,12 @@ def pretrain_inits(cfg: TransferStudyConfig, work: Path, data: Path, needed: set
     return {k: v for k, v in records.items() if k in needed}
 
 
+def _finished_pretraining(work: Path, needed: set[str]) -> dict[str, dict]:
+    """The pretraining records already on disk (collect-only runs)."""
+    paths = {name: work / "pretrain" / name / PRETRAIN_RECORD for name in needed - {"rw"}}
+    return {name: json.loads(p.read_text()) for name, p in paths.items() if p.is_file()}
+
+
 def _with_parents(needed: set[str], specs: dict[str, PretrainSpec]) -> set[str]:
     out = set()
     for name in needed - {"rw"}:
@@ -373,7 +380,8 @@ def run_cell(job: dict) -> dict:
     cfg = load_config(job["finetune_config"], job["overrides"])
     summary = train(cfg)
     results = evaluate(summary["model_dir"], job["test_data"], "test", out_dir=str(out / "eval"), n_bootstrap=0,
-                       make_plots=False, max_events=job["test_max_events"], device="cpu")
+                       make_plots=False, max_events=job["test_max_events"],
+                       device="cpu" if cfg.train.cpu else None)
     cell = {**dataclasses.asdict(key), "backbone": cfg.model.backbone, "size": cfg.model.size,
             "finetune_mode": cfg.model.mode, "steps": int(summary["step"]),
             "train_flops": float(summary["compute/flops"]), "n_trainable": int(summary["n_trainable"]),
@@ -424,13 +432,15 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
     data = prepare_data(cfg, work)
     n_train = count_events(data, "train")
     cells = grid_cells(cfg, n_train)
-    pretrained = pretrain_inits(cfg, work, data, {c.init for c in cells})
+    pretrained = pretrain_inits(cfg, work, data, {c.init for c in cells}) if cfg.run_cells else \
+        _finished_pretraining(work, {c.init for c in cells})
     inits = {name: record["backbone_dir"] for name, record in pretrained.items()}
-    if any(c.init == "rw" and c.mode != "full" for c in cells):
+    if cfg.run_cells and any(c.init == "rw" and c.mode != "full" for c in cells):
         inits["rw"] = str(random_backbone(cfg, work))
-    jobs = [cell_job(cfg, key, data, work, inits.get(key.init)) for key in cells
-            if not (work / "cells" / key.folder / CELL_FILE).is_file()]
-    run_jobs(jobs, cfg.workers, progress)
+    todo = [key for key in cells if not (work / "cells" / key.folder / CELL_FILE).is_file()]
+    if cfg.run_cells:
+        jobs = [cell_job(cfg, key, data, work, inits.get(key.init)) for key in sorted(todo, key=cell_priority)]
+        run_jobs(jobs, cfg.workers, progress)
     study = collect(cfg, work, data, n_train, cells, pretrained, time.time() - start)
     contract.dump_transfer_study(study, cfg.output)
     if cfg.plots:
@@ -438,6 +448,12 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
 
         plot_transfer_study(study, Path(cfg.output).parent, Path(cfg.output).stem)
     return study
+
+
+def cell_priority(key: CellKey) -> tuple:
+    """Order of the cells: first seed, mode full, the smallest budget first (a study stopped early keeps the most
+    informative cells)."""
+    return key.seed, contract.MODES.index(key.mode), key.labels, contract.INITS.index(key.init), key.task
 
 
 def cell_job(cfg: TransferStudyConfig, key: CellKey, data: Path, work: Path, init: str | None) -> dict:
@@ -467,7 +483,7 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> None:
         bar.close()
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=8) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=64) as pool:
         futures = {pool.submit(run_cell, job): job for job in jobs}
         for future in as_completed(futures):
             cell = future.result()
@@ -479,11 +495,14 @@ def run_jobs(jobs: list[dict], workers: int, progress: bool) -> None:
 def collect(cfg: TransferStudyConfig, work: Path, data: Path, n_train: int, cells: list[CellKey],
             pretrained: dict, wall: float) -> contract.TransferStudy:
     """The study record from the finished cells of this grid."""
-    records, baselines = [], {}
+    records, baselines, missing = [], {}, []
     for key in cells:
-        cell = json.loads((work / "cells" / key.folder / CELL_FILE).read_text())
+        path = work / "cells" / key.folder / CELL_FILE
+        if not path.is_file() or (key.init != "rw" and key.init not in pretrained):
+            missing.append(key.folder)
+            continue
+        cell = json.loads(path.read_text())
         baselines.setdefault(key.task, cell.pop("baselines"))
-        cell.pop("baselines", None)
         records.append(cell)
     pretraining = {name: {k: v for k, v in record.items() if k != "backbone_dir"}
                    for name, record in pretrained.items()}
@@ -498,7 +517,8 @@ def collect(cfg: TransferStudyConfig, work: Path, data: Path, n_train: int, cell
                "device": "cpu", "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
     return contract.TransferStudy.from_dict(contract_ready({
         "schema": contract.SCHEMA, "version": contract.VERSION, "config": config, "dataset": dataset,
-        "pretraining": pretraining, "baselines": baselines, "cells": records, "compute": compute}), cfg.output)
+        "pretraining": pretraining, "baselines": baselines, "cells": records, "compute": compute,
+        "missing_cells": missing}), cfg.output)
 
 
 # ---------------------------------------------------------------------------------------------------- summary table
@@ -588,6 +608,6 @@ def run_from_args(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-__all__ = ["TransferStudyConfig", "GridBlock", "PretrainSpec", "StudyDataConfig", "CellKey", "load_study_config",
+__all__ = ["TINY_CONFIG", "PAPER_CONFIG", "TransferStudyConfig", "GridBlock", "PretrainSpec", "StudyDataConfig", "CellKey", "load_study_config",
            "grid_cells", "label_subset", "run_transfer_study", "run_cell", "summary_rows", "summary_markdown",
            "StudyError"]
