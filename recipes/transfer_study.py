@@ -74,6 +74,9 @@ class StudyDataConfig:
     events: int = 40_000  # synthetic events (80 / 10 / 10 % train / validation / test)
     seed: int = 0
     origin: str = "synthetic"  # synthetic | simulation | data
+    # Stand-in for MINERvA *data* in the masked-object corpus: a second synthetic sample (detector-shifted, another
+    # seed) converted and then stripped of truth, baselines and weights, as converted data AnaTuples are. 0 = none.
+    data_events: int = 10_000
     jets: int = 2000  # Pythia jets for the "jets" corpus (only when a pretraining spec uses it)
     jet_workers: int = 2
 
@@ -258,6 +261,43 @@ def label_subset(data: Path, n: int, seed: int, root: Path) -> Path:
     return folder
 
 
+def truthless_sample(cfg: TransferStudyConfig, work: Path) -> Path | None:
+    """The "data" part of the masked-object corpus (made once into work/data-notruth): a shifted synthetic sample
+    whose truth, baseline and weight columns are null, so nothing but the detector inputs can be learnt from it."""
+    if cfg.data.data_events <= 0:
+        return None
+    out = work / "data-notruth"
+    if (out / "manifest.json").is_file():
+        return out
+    from dataset_builder.convert import ConvertOptions, convert
+    from dataset_builder.synthetic import write_anatuples
+
+    files = write_anatuples(work / "root-data", n_events=cfg.data.data_events, seed=cfg.data.seed + 1, shifted=True)
+    staging = work / ".data-notruth"
+    convert(files, staging, ConvertOptions(), workers=1, progress=False)
+    for shard in (staging / "data").rglob("*.parquet"):
+        strip_truth(shard)
+    os.replace(staging, out)
+    return out
+
+
+def strip_truth(shard: Path) -> None:
+    """Null every nullable non-input column of one converted shard (what a converted data file carries), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dataset_builder import schema
+
+    inputs = {*schema.KEY_COLUMNS, *schema.OBJECT_COLUMNS}
+    table = pq.read_table(shard)
+    for name in table.schema.names:
+        if name not in inputs and schema.PARQUET_SCHEMA.field(name).nullable:
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, pa.nulls(table.num_rows, table.schema.field(name).type))
+    with atomic_path(shard) as tmp:
+        pq.write_table(table, tmp)
+
+
 # -------------------------------------------------------------------------------------------------------- pretraining
 def generate_jet_corpus(cfg: TransferStudyConfig, work: Path) -> Path:
     """The study's Pythia jet corpus (generated once into work/jets)."""
@@ -311,20 +351,30 @@ def pretrain_one(cfg: TransferStudyConfig, spec: PretrainSpec, work: Path, data:
 
     corpus = generate_jet_corpus(cfg, work) if spec.corpus == "jets" else data
     overrides = [*spec.overrides, *pretrain_io_overrides(corpus, out / "run", cfg.threads_per_worker * cfg.workers)]
+    extra = truthless_sample(cfg, work) if spec.corpus == "minerva" else None
+    if extra is not None:
+        overrides.append(f"--data.extra_paths=[{extra}]")
     if spec.init_from:
         overrides.append(f"--model.init={done[spec.init_from]['backbone_dir']}")
     pre_cfg = load_typed_config(PretrainConfig, resolve_yaml(spec.config, cfg), overrides)
     start = time.time()
     result = run_pretraining(pre_cfg)
+    sources = "; ".join(f"{s.get('kind')}: {s.get('path')}" for s in result.get("corpus", {}).get("sources", []))
     record = {"steps": int(result["steps"]), "train_flops": float(result["train_flops"]),
-              "corpus": f"{spec.corpus}: {corpus}", "objective": spec.objective or str(result.get("objective", "")),
+              "corpus": sources or str(corpus), "objective": spec.objective or _objective_text(result),
+              "mask_fraction": result.get("mask_fraction"), "events_seen": result.get("events_seen"),
               "output_dir": str(result["output_dir"]), "backbone_dir": str(result["output_dir"]),
               "init_from": spec.init_from, "config": spec.config, "overrides": spec.overrides,
               "wall_seconds": round(time.time() - start, 1)}
-    if not record["objective"]:
-        record["objective"] = "see config"
     write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _objective_text(record: dict) -> str:
+    """"jet_classification x1 + masked_particles x1 (mask 50 %)" from a pretraining record."""
+    mix = " + ".join(f"{k} x{v:g}" for k, v in (record.get("objectives") or {}).items())
+    fraction = record.get("mask_fraction")
+    return mix + (f" (mask {fraction:.0%})" if fraction else "") if mix else "see config"
 
 
 def pretrain_io_overrides(corpus: Path, output_dir: Path, threads: int) -> list[str]:
