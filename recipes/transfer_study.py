@@ -350,7 +350,7 @@ def pretrain_one(cfg: TransferStudyConfig, spec: PretrainSpec, work: Path, data:
     from recipes.pretrain import PretrainConfig, run_pretraining
 
     corpus = generate_jet_corpus(cfg, work) if spec.corpus == "jets" else data
-    overrides = [*spec.overrides, *pretrain_io_overrides(corpus, out / "run", cfg.threads_per_worker * cfg.workers)]
+    overrides = [*spec.overrides, *pretrain_io_overrides(corpus, out / "run", cfg.threads_per_worker)]
     extra = truthless_sample(cfg, work) if spec.corpus == "minerva" else None
     if extra is not None:
         overrides.append(f"--data.extra_paths=[{extra}]")
@@ -482,15 +482,19 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
     data = prepare_data(cfg, work)
     n_train = count_events(data, "train")
     cells = grid_cells(cfg, n_train)
-    pretrained = pretrain_inits(cfg, work, data, {c.init for c in cells}) if cfg.run_cells else \
-        _finished_pretraining(work, {c.init for c in cells})
-    inits = {name: record["backbone_dir"] for name, record in pretrained.items()}
-    if cfg.run_cells and any(c.init == "rw" and c.mode != "full" for c in cells):
-        inits["rw"] = str(random_backbone(cfg, work))
-    todo = [key for key in cells if not (work / "cells" / key.folder / CELL_FILE).is_file()]
-    if cfg.run_cells:
-        jobs = [cell_job(cfg, key, data, work, inits.get(key.init)) for key in sorted(todo, key=cell_priority)]
-        run_jobs(jobs, cfg.workers, progress)
+    if not cfg.run_cells:
+        pretrained = _finished_pretraining(work, {c.init for c in cells})
+    else:
+        todo = sorted((k for k in cells if not (work / "cells" / k.folder / CELL_FILE).is_file()), key=cell_priority)
+        scratch = [k for k in todo if k.init == "rw" and k.mode == "full"]
+        with CellPool(cfg.workers, progress, len(todo)) as pool:
+            pool.submit([cell_job(cfg, k, data, work, None) for k in scratch])  # they train while the inits pretrain
+            pretrained = pretrain_inits(cfg, work, data, {c.init for c in cells})
+            inits = {name: record["backbone_dir"] for name, record in pretrained.items()}
+            if any(c.init == "rw" and c.mode != "full" for c in cells):
+                inits["rw"] = str(random_backbone(cfg, work))
+            pool.submit([cell_job(cfg, k, data, work, inits[k.init]) for k in todo if k not in scratch])
+            pool.wait()
     study = collect(cfg, work, data, n_train, cells, pretrained, time.time() - start)
     contract.dump_transfer_study(study, cfg.output)
     if cfg.plots:
@@ -516,30 +520,52 @@ def cell_job(cfg: TransferStudyConfig, key: CellKey, data: Path, work: Path, ini
             "test_max_events": cfg.test_max_events, "keep_models": cfg.keep_models}
 
 
-def run_jobs(jobs: list[dict], workers: int, progress: bool) -> None:
-    """Run the cells, `workers` processes at a time (spawned: no forked torch / datasets state)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+class CellPool:
+    """Cells run by `workers` spawned processes (no forked torch / datasets state), or in this process at `wait()`
+    when workers == 1; a failed cell raises after the running ones finish."""
 
-    from tqdm.auto import tqdm
+    def __init__(self, workers: int, progress: bool, total: int):
+        from tqdm.auto import tqdm
 
-    if not jobs:
-        return
-    bar = tqdm(total=len(jobs), desc="transfer-study cells", disable=not progress, dynamic_ncols=True)
-    if workers == 1:
-        for job in jobs:
-            run_cell(job)
-            bar.update(1)
-        bar.close()
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, max_tasks_per_child=64) as pool:
-        futures = {pool.submit(run_cell, job): job for job in jobs}
-        for future in as_completed(futures):
-            cell = future.result()
-            bar.update(1)
-            bar.set_postfix_str(f"{cell['task'][:5]} {cell['init']}-{cell['mode']} n={cell['labels']}")
-    bar.close()
+        self.workers, self.pool, self.futures, self.queued = workers, None, [], []
+        self.bar = tqdm(total=total, desc="transfer-study cells", disable=not progress or not total,
+                        dynamic_ncols=True)
+
+    def __enter__(self) -> CellPool:
+        if self.workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, max_tasks_per_child=64,
+                                            mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def submit(self, jobs: list[dict]) -> None:
+        """Queue cells (started at once by the worker processes)."""
+        if self.pool is None:
+            self.queued += jobs
+        else:
+            self.futures += [self.pool.submit(run_cell, job) for job in jobs]
+
+    def wait(self) -> None:
+        """Block until every submitted cell is done."""
+        from concurrent.futures import as_completed
+
+        for job in self.queued:
+            self._done(run_cell(job))
+        self.queued = []
+        for future in as_completed(self.futures):
+            self._done(future.result())
+        self.futures = []
+
+    def _done(self, cell: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{cell['task'][:5]} {cell['init']}-{cell['mode']} n={cell['labels']}")
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        self.bar.close()
 
 
 def collect(cfg: TransferStudyConfig, work: Path, data: Path, n_train: int, cells: list[CellKey],

@@ -12,8 +12,8 @@ import pytest
 
 from minerva_common.transfer_study import (SCHEMA, TransferStudyError, dump_transfer_study, load_transfer_study)
 
-MICRO_GRID = [  # 2 cells: rw full regression on 50 labels, a frozen random backbone on every classification label
-    {"tasks": ["regression"], "inits": ["rw"], "modes": ["full"], "labels": [50], "seeds": [0]},
+MICRO_GRID = [  # 3 cells: rw and MINERvA-MOM full regression on 50 labels, a frozen random backbone on classification
+    {"tasks": ["regression"], "inits": ["rw", "minerva-mpm"], "modes": ["full"], "labels": [50], "seeds": [0]},
     {"tasks": ["classification"], "inits": ["rw"], "modes": ["full"], "rw_modes": ["frozen"], "labels": [None],
      "seeds": [0]},
 ]
@@ -26,7 +26,10 @@ def micro_config(tmp_path, data, grid=MICRO_GRID):
     path = tmp_path / "study.yaml"
     path.write_text(json.dumps({"base": str(TINY_CONFIG), "steps": 3, "batch_size": 16, "eval_every": 0,
                                 "max_eval_events": 32, "warmup_steps": 1, "workers": 1, "grid": grid,
-                                "data": {"path": str(data)}, "work_dir": str(tmp_path / "work"),
+                                "data": {"path": str(data), "data_events": 0}, "work_dir": str(tmp_path / "work"),
+                                "pretraining": [{"name": "minerva-mpm", "config": "pretrain_pet_minerva_mom_tiny.yaml",
+                                                 "overrides": ["--train.max_steps=3", "--train.eval_every=0",
+                                                               "--train.save_every=0"]}],
                                 "output": str(tmp_path / "out" / "study.json")}))
     return load_study_config(path)
 
@@ -45,15 +48,19 @@ def test_micro_grid_writes_a_study_that_loads_back(micro_study, minerva_dataset)
     loaded = load_transfer_study(cfg.output)
     assert json.loads(open(cfg.output).read())["schema"] == SCHEMA
     n_train = pq.read_metadata(next((minerva_dataset / "data" / "train").glob("*.parquet"))).num_rows
-    got = sorted((c.task, c.mode, c.labels) for c in loaded.cells)
-    assert got == [("classification", "frozen", n_train), ("regression", "full", 50)]
+    got = sorted((c.task, c.init, c.mode, c.labels) for c in loaded.cells)
+    assert got == [("classification", "rw", "frozen", n_train), ("regression", "minerva-mpm", "full", 50),
+                   ("regression", "rw", "full", 50)]
     for cell in loaded.cells:
-        assert cell.steps == 3 and cell.train_flops > 0 and cell.init == "rw"
+        assert cell.steps == 3 and cell.train_flops > 0
+    pre = loaded.pretraining["minerva-mpm"]
+    assert pre.steps == 3 and pre.train_flops > 0 and "masked_objects" in pre.objective
+    assert (Path(pre.output_dir) / "model.safetensors").is_file() and not loaded.extra["missing_cells"]
     reg = loaded.select(task="regression")
     assert all(0 < c.metrics["iqr"] for c in reg)
     assert set(loaded.select(task="classification")[0].metrics["tpr_at_cut_fpr"]) <= \
         {"cc1pi_charged", "ccnpi_charged", "cc1pi0"}
-    frozen, full = loaded.select(mode="frozen")[0], reg[0]
+    frozen, full = loaded.select(mode="frozen")[0], loaded.select(init="rw", mode="full")[0]
     assert frozen.n_trainable < full.n_trainable  # the frozen random backbone trains only its head
     assert "calorimetric" in loaded.baselines["regression"] and "cut" in loaded.baselines["classification"]
 
@@ -124,3 +131,18 @@ def test_cli_refuses_an_unknown_grid_key(tmp_path, capsys):
     assert main(["transfer-study", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "grid[0]: unknown key 'budgets'" in err and "\n" not in err
+
+
+def test_truthless_stand_in_keeps_only_detector_inputs(tmp_path, minerva_dataset):
+    import shutil
+
+    from recipes.transfer_study import strip_truth
+
+    shard = tmp_path / "shard.parquet"
+    shutil.copy(next((minerva_dataset / "data" / "train").glob("*.parquet")), shard)
+    before = pq.read_table(shard)
+    strip_truth(shard)
+    after = pq.read_table(shard)
+    assert after.schema == before.schema and after.num_rows == before.num_rows
+    assert after.column("e_avail").null_count == after.num_rows and after.column("topology").null_count == after.num_rows
+    assert after.column("object_features").equals(before.column("object_features"))
