@@ -29,7 +29,8 @@ Layout (JSON; NaN written as null; GeV throughout). Readers ignore keys they do 
          "metrics": {"iqr": x, "iqr_low_q3": y, ...}                     # regression: IQR of E_pred/E_true
                   | {"tpr_at_cut_fpr": {"<signal>": v}, "auroc": {...}}} # classification, per tagging task
       ],
-      "compute": {"wall_seconds": t, "threads": n, ...}
+      "compute": {"wall_seconds": t, "threads": n, ...},
+      "missing_cells": ["<task>/<init>-<mode>/labels-<n>/seed-<s>", ...]   # grid cells not (yet) run, if any
     }
 
 `init` "rw" means random weights (finetune's mode rw when `mode` is full; a saved random backbone for frozen / lora).
