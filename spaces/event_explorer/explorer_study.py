@@ -154,6 +154,10 @@ def study_intro(study: TransferStudy) -> str:
              f"Fine-tuning data `{dataset.get('path', 'n/a')}`"
              + (f" ({origin}{' — not real MINERvA data' if origin == 'synthetic' else ''})" if origin else "")
              + f"; {len(study.cells)} fine-tuning runs, {budget}; fine-tuning FLOPs exclude pretraining.", ""]
+    missing = study.extra.get("missing_cells") or []
+    if missing:
+        lines += [f"⚠️ {len(missing)} grid cell(s) not run yet (e.g. `{missing[0]}`): the curves show the finished "
+                  "runs only.", ""]
     for name, record in study.pretraining.items():
         lines.append(f"* **{INIT_LABELS.get(name, name)}**: {record.objective} on {record.corpus}, {record.steps} "
                      f"steps, {record.train_flops:.3g} FLOPs"

@@ -255,6 +255,12 @@ def test_transfer_study_pretrained_vs_rw(explorer, tmp_path, monkeypatch):
     assert list(first.x) == [1000, 3000, 10000]
     assert list(study_ui.study_figure(study, "train_flops").data[0].x) == [1e9, 3e9, 1e10]
 
+    partial = tmp_path / "partial.json"  # a collect-only study names the grid cells it has not run
+    partial.write_text(json.dumps({**written, "missing_cells": ["regression/jet-lora/labels-1000/seed-0"]}))
+    assert "⚠️ 1 grid cell(s) not run yet (e.g. `regression/jet-lora/labels-1000/seed-0`)" in \
+        study_ui.study_intro(study_ui.read_study(partial)[0])
+    assert "not run yet" not in text
+
     two = tmp_path / "two-backbones.json"  # a second backbone gets its own curves and rows, never averaged in
     other = [{**c, "backbone": "vit", "metrics": {**c["metrics"], "iqr": 0.9}} for c in written["cells"]
              if c["task"] == "regression"]
