@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "recipes.predict",  # predict
     "model_cards.cli",  # push-model, push-space
     "recipes.pretrain_cli",  # generate-jets, pretrain
+    "recipes.study_cli",  # transfer-study
 )
 
 

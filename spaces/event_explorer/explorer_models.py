@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from explorer_data import REPO_ID_PATTERN, UserInputError, hub_repo_info
 from explorer_schema import (LOW_Q3_MAX, NUM_EVENT_FEATURES, NUM_OBJECT_FEATURES, PID_NAMES, RESULTS_FILE,
-                             RESULTS_SCHEMA_VERSION, SIGNAL_CLASSES, SIGNAL_LABELS, TOPOLOGY_NAMES)
+                             SIGNAL_CLASSES, SIGNAL_LABELS, TOPOLOGY_NAMES)
+from minerva_common.results import EvalResults, ResultsError
 
 MODELS_ENV = "MINERVA_EXPLORER_MODELS"  # comma-separated "ns/name[@revision]"
 PUBLISHED_MODELS = ("minerva-fm/minerva-mlp-e-avail", "minerva-fm/minerva-mlp-topology")
@@ -201,7 +202,8 @@ def predict(model, batch: dict, working_points: dict | None = None) -> dict:
 
 
 def format_prediction(model_id: str, result: dict, row: dict, working_points: dict | None = None) -> str:
-    """One line per model: the prediction (and its decision at the working point) next to the truth and baseline."""
+    """The prediction next to the truth and baseline: one line per model, plus one per tagging task (the model's
+    decision at its working point)."""
     if result["task"] == "regression":
         truth, calo = row.get("e_avail"), row.get("calo_e_avail")
         return (f"{model_id}: E_avail = {result['e_avail']:.4f} GeV"
@@ -214,9 +216,9 @@ def format_prediction(model_id: str, result: dict, row: dict, working_points: di
                     f"{'TAGGED' if result['decisions'][signal] else 'not tagged'} at threshold {point['threshold']:.4f}"
                     f" (FPR {_num(point.get('fpr_model'))} ≤ cut's {_num(point.get('fpr_cut'))})")
         truth = _truth_signal(row, signal)
-        tags.append(f"{SIGNAL_LABELS.get(signal, signal)}: score {score:.4f} → {decision}; cut tagger "
+        tags.append(f"    {SIGNAL_LABELS.get(signal, signal)}: score {score:.4f} → {decision}; cut tagger "
                     f"{_tag(row.get('tag_' + signal))}; truth {truth}")
-    return f"{model_id}: P = [{probs}] | " + " | ".join(tags)
+    return "\n".join([f"{model_id}: P = [{probs}]", *tags])
 
 
 def _truth_signal(row: dict, signal: str) -> str:
@@ -235,39 +237,38 @@ def _tag(value) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def eval_results(model_id: str) -> dict | None:
-    """The repo's eval_results.json (one layout: minerva_common.results / recipes/evaluate.py), None when absent."""
+def eval_results(model_id: str) -> EvalResults | None:
+    """The repo's eval_results.json read through minerva_common.results (the one layout), None when absent."""
     repo, revision = checked_model_id(model_id)
-    results = _read_repo_json(repo, RESULTS_FILE, revision)
-    if results is None:
-        return None
-    version = results.get("schema_version")
-    if version != RESULTS_SCHEMA_VERSION:
-        raise UserInputError(f"{model_id}: {RESULTS_FILE} has schema_version {version!r}; this Space reads version "
-                             f"{RESULTS_SCHEMA_VERSION}")
-    if not isinstance(results.get("models"), dict) or not results["models"]:
-        raise UserInputError(f"{model_id}: {RESULTS_FILE} has no 'models' entry")
-    return results
+    data = _read_repo_json(repo, RESULTS_FILE, revision)
+    return None if data is None else parse_results(model_id, data)
 
 
-def primary_entry(results: dict) -> dict:
-    """The entry of the model the results describe: `primary_model`, else the first of `models`."""
-    models = results["models"]
-    return models.get(results.get("primary_model")) or next(iter(models.values()))
+def parse_results(model_id: str, data) -> EvalResults:
+    """`EvalResults.from_dict` with its one-line error (file and field) as a message for the visitor."""
+    try:
+        return EvalResults.from_dict(data, f"{model_id}: {RESULTS_FILE}")
+    except ResultsError as err:
+        raise UserInputError(str(err)) from None
+
+
+def primary_entry(results: EvalResults) -> dict:
+    """The entry of the model the results describe (`primary_model`, else the first of `models`)."""
+    return results.models[results.primary]
 
 
 def working_points(model_id: str) -> dict:
     """{signal: {threshold, fpr_model, fpr_cut, tpr_model}} of a classifier from its eval_results.json ({} if none)."""
     results = eval_results(model_id)
-    if results is None:
+    if results is None or results.task != "classification":
         return {}
-    blocks = primary_entry(results).get("classification") or {}
+    blocks = primary_entry(results)["classification"]
     return {signal: {k: block.get(k) for k in ("threshold", "fpr_model", "fpr_cut", "tpr_model")}
             for signal, block in blocks.items() if isinstance(block.get("threshold"), (int, float))}
 
 
 def model_summary(model_id: str) -> tuple[str, list[str]]:
-    """(markdown of the repo's eval_results.json headline numbers, local paths of its plots)."""
+    """(markdown of the repo's eval_results.json headline numbers with uncertainties, local paths of its plots)."""
     from huggingface_hub import hf_hub_download
 
     repo, revision = checked_model_id(model_id)
@@ -280,32 +281,91 @@ def model_summary(model_id: str) -> tuple[str, list[str]]:
     if results is None:
         return f"**{model_id}** has no `{RESULTS_FILE}`.", []
     plots = []
-    for rel in results.get("plots") or []:
-        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
+    for rel in results.plots:
+        if rel.startswith("/") or ".." in rel.split("/"):
             continue  # plots are files of the repo, named relative to it
         try:
             plots.append(hf_hub_download(repo, rel, revision=revision))
         except Exception:  # noqa: BLE001 - a missing plot is skipped, the table still shows
             continue
-    return _summary_markdown(model_id, results), plots
+    return summary_markdown(model_id, results), plots
 
 
-def _summary_markdown(model_id: str, results: dict) -> str:
-    """Headline numbers of eval_results.json (recipes/evaluate.py layout, schema_version 1)."""
-    lines = [f"### {model_id}", f"task **{results.get('task')}**, dataset `{results.get('dataset')}`, "
-                                f"split `{results.get('split')}`", ""]
-    entries = {**results["models"], **{f"{k} (baseline)": v for k, v in (results.get("baselines") or {}).items()}}
-    for name, entry in entries.items():
-        reg = entry.get("regression")
-        if reg:
-            cells = " | ".join(f"q3 ({lo:g}, {hi:g}]: {_num(v)}" for (lo, hi), v in zip(reg["q3_bins"], reg["iqr"]))
-            low = (reg.get("low_q3") or {}).get("iqr")
-            lines.append(f"* **{name}** IQR of E_pred/E_true: {cells}; q3 ≤ {LOW_Q3_MAX:g} GeV: {_num(low)}")
-        for signal, m in (entry.get("classification") or {}).items():
-            label = SIGNAL_LABELS.get(signal, signal)
-            if "tpr_model" in m:
-                lines.append(f"* **{name}** {label}: TPR {_num(m['tpr_model'])} at the cut's FPR {_num(m['fpr_cut'])}"
-                             f" (cut TPR {_num(m.get('tpr_cut'))}, AUROC {_num(m.get('auroc'))})")
-            else:
-                lines.append(f"* **{name}** {label}: TPR {_num(m.get('tpr_cut'))} at FPR {_num(m.get('fpr_cut'))}")
+def summary_markdown(model_id: str, results: EvalResults) -> str:
+    """Headline numbers of eval_results.json as tables, each value with its uncertainty."""
+    selection, weights = results.selection, results.weights
+    lines = [f"### {model_id}",
+             f"task **{results.task}**, dataset `{results.dataset}`, split `{results.split}`"
+             + (f", {selection['n_selected']} of {selection['n_events']} events in the metrics"
+                if selection.get("n_selected") is not None and selection.get("n_events") is not None else "")
+             + (f", weighted by `{weights.get('column')}`" if weights.get("used") else ""), ""]
+    entries = {**results.models, **{f"{k} (baseline)": v for k, v in results.baselines.items()}}
+    if results.task == "regression":
+        lines += _regression_tables(entries)
+    else:
+        lines += _classification_table(entries)
+    lines += ["", _uncertainty_note(results)]
     return "\n".join(lines)
+
+
+def _regression_tables(entries: dict) -> list[str]:
+    """IQR and MPV of E_pred/E_true per q3 bin, low q3 and overall (± bootstrap standard deviation when stored)."""
+    bins = next(iter(entries.values()))["regression"]["q3_bins"]
+    header = ["estimator", *(f"q3 ({lo:g}, {hi:g}]" for lo, hi in bins), f"q3 ≤ {LOW_Q3_MAX:g} GeV", "all q3"]
+    out = []
+    for key, title in (("iqr", "IQR of E_pred/E_true"), ("mpv", "MPV of E_pred/E_true")):
+        out += [f"**{title}** (q3 in GeV)", "", _row(header), _row(["---"] * len(header))]
+        for name, entry in entries.items():
+            reg = entry["regression"]
+            errors = reg.get(f"{key}_err") or [None] * len(reg[key])
+            cells = [_pm(v, e) for v, e in zip(reg[key], errors)]
+            cells += [_pm(reg[part].get(key), reg[part].get(f"{key}_err")) for part in ("low_q3", "overall")]
+            out.append(_row([f"**{name}**", *cells]))
+        out.append("")
+    return out
+
+
+def _classification_table(entries: dict) -> list[str]:
+    """Per tagging task: TPR [interval] at the cut tagger's FPR for every model and the cut tagger, with AUROC."""
+    out = ["**TPR at the cut tagger's FPR** (interval: Clopper–Pearson)", "",
+           _row(["signal", "estimator", "TPR", "FPR", "AUROC", "n signal"]), _row(["---"] * 6)]
+    signals = dict.fromkeys(s for entry in entries.values() for s in entry["classification"])
+    for signal in signals:
+        label = SIGNAL_LABELS.get(signal, signal)
+        for name, entry in entries.items():
+            m = entry["classification"].get(signal)
+            if m is None:
+                continue
+            model = "tpr_model" in m
+            tpr = m["tpr_model"] if model else m["tpr_cut"]
+            interval = m.get("tpr_model_interval" if model else "tpr_cut_interval")
+            out.append(_row([label, f"**{name}**", _interval(tpr, interval),
+                             _num(m.get("fpr_model") if model else m.get("fpr_cut")),
+                             _num(m.get("auroc")) if model else "", str(m.get("n_signal", ""))]))
+    return out
+
+
+def _uncertainty_note(results: EvalResults) -> str:
+    u = results.uncertainties
+    if not u:
+        return "<sub>No uncertainties recorded in this eval_results.json.</sub>"
+    if results.task == "classification":
+        level = u.get("confidence_level")
+        return (f"<sub>TPR intervals: {u.get('tpr') or 'none'}"
+                + (f" at {100 * level:.2f} % CL" if level else "") + ".</sub>")
+    return (f"<sub>±: {u['iqr_mpv']} standard deviation ({u.get('n_bootstrap')} replicas).</sub>" if u.get("iqr_mpv")
+            else "<sub>No bootstrap uncertainties on IQR/MPV in this eval_results.json.</sub>")
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _pm(value, error) -> str:
+    return _num(value) if error is None or value is None else f"{value:.3f} ± {error:.3f}"
+
+
+def _interval(value, interval) -> str:
+    if value is None or not interval or None in interval:
+        return _num(value)
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"

@@ -1,7 +1,8 @@
-"""The dataset and results contract names the explorer needs: from the installed minerva-fm package, else a copy.
+"""The dataset and results contract names the explorer needs.
 
-The copies below mirror dataset_builder/schema.py and minerva_common/results.py (tests/space/test_event_explorer.py
-checks they are identical), so the Space also runs where only gradio/torch/transformers are installed.
+Dataset schema: from the installed minerva-fm package, else the copy below (tests/space/test_event_explorer.py checks
+it is identical), so the Space runs where only gradio/torch/transformers and minerva_common are installed. Results:
+minerva_common/results.py only.
 """
 
 from __future__ import annotations
@@ -34,13 +35,9 @@ except ImportError:  # Copied from dataset_builder/schema.py
     SIGNAL_CLASSES = {"cc1pi_charged": (0,), "ccnpi_charged": (0, 1), "cc1pi0": (2,)}
     SCHEMA_SOURCE = "copy in spaces/event_explorer/explorer_schema.py"
 
-try:
-    from minerva_common.results import LOW_Q3_MAX, RESULTS_FILE, RESULTS_SCHEMA_VERSION, SIGNAL_LABELS
-except ImportError:  # Copied from minerva_common/results.py
-    RESULTS_SCHEMA_VERSION = 1
-    RESULTS_FILE = "eval_results.json"
-    LOW_Q3_MAX = 1.2
-    SIGNAL_LABELS = {"cc1pi_charged": "CC1π±", "ccnpi_charged": "CCNπ± (N≥1)", "cc1pi0": "CC1π⁰"}
+# The evaluation-results contract is read only through minerva_common/results.py (push-space uploads the
+# minerva_common package next to app.py; no second copy of it here).
+from minerva_common.results import LOW_Q3_MAX, RESULTS_FILE, SIGNAL_LABELS
 
 # Display names of the object types: MINERvA's raw prong_part_pid hypothesis codes 3, 8, 13 are kept as codes because
 # their meaning is unverified (the reference code calls them "pion", "EM shower", "muon-like"; raw 3 carries the muon

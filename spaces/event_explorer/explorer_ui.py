@@ -19,6 +19,7 @@ from explorer_data import (ALL_CHANNELS, MAX_EVENTS, MAX_UPLOAD_MB, Sample, User
 from explorer_display import decode_objects, event_feature_table, event_figures, event_title, truth_table
 from explorer_models import (allow_models, check_model_inputs, checked_model_id, default_model_ids, event_batch,
                              format_prediction, load_model, model_summary, predict, working_points)
+from explorer_study import X_AXES, read_study, study_figure, study_intro, study_path, study_table
 from explorer_schema import (OBJECT_TABLE_COLUMNS, PID_LABELS, PID_NOTE, SCHEMA_SOURCE, SIGNAL_CLASSES, SIGNAL_LABELS,
                              TOPOLOGY_NAMES)
 
@@ -239,16 +240,10 @@ def _fmt(value) -> str:
 
 @_guarded(2, 0, cleared={1: []})
 def show_summary(model_id: str):
-    """Evaluation summary (eval_results.json + plots) of one model repo."""
+    """Evaluation summary (eval_results.json through minerva_common.results, with uncertainties + plots) of a repo."""
     if not model_id:
         return "Choose a model.", []
-    try:
-        return model_summary(model_id)
-    except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, UserInputError):
-            raise
-        raise UserInputError(f"{model_id}: eval_results.json does not follow the results layout "
-                             f"({type(err).__name__}: {err})") from None
+    return model_summary(model_id)
 
 
 @_guarded(6, 5)
@@ -289,10 +284,39 @@ def show_after_page_load(index, models: list[str] | None, state: dict, message: 
     return tuple(outputs)
 
 
-def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None) -> gr.Blocks:
+def _transfer_study_section(configured) -> None:
+    """The transfer study (pretrained vs rw) of the owner's file, when one is configured or present."""
+    path = study_path(configured)
+    if path is None:
+        return
+    study, message = read_study(path)
+    with gr.Accordion("Transfer study (pretrained vs random weights)", open=True, elem_id="study"):
+        gr.Markdown(message or study_intro(study), elem_id="study-md")
+        if study is None:
+            return
+        axis = gr.Radio([(title, key) for key, title in X_AXES.items()], value="labels", label="x axis",
+                        elem_id="study-x")
+        plot = gr.Plot(study_figure(study), label="transfer study", elem_id="study-plot")
+        gr.Markdown(study_table(study), elem_id="study-table")
+        axis.change(functools.partial(_study_plot, study), [axis], [plot], api_visibility="private")
+
+
+def _study_plot(study, x: str):
+    """The study figure against another x axis; a ⚠️ toast (figure unchanged) if drawing fails."""
+    try:
+        return study_figure(study, x)
+    except Exception as err:  # noqa: BLE001 - a message for the visitor, not a traceback
+        _warn(f"{type(err).__name__}: {err}")
+        return gr.update()
+
+
+def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None,
+               transfer_study: str | os.PathLike | None = None) -> gr.Blocks:
     """The explorer app (not launched; launch it with `demo.launch(**launch_options())`).
 
-    `model_ids` (the Space owner's choice) join the allow-list of models whose code may run in this process.
+    `model_ids` (the Space owner's choice) join the allow-list of models whose code may run in this process;
+    `transfer_study` (else $MINERVA_EXPLORER_TRANSFER_STUDY, else transfer_study.json beside app.py) is shown in the
+    summary tab.
     """
     dataset_id = dataset_id or os.environ.get(DATASET_ENV, DEFAULT_DATASET)
     model_ids = list(model_ids or default_model_ids())
@@ -340,18 +364,19 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
                 models = gr.Dropdown(model_ids, value=model_ids[:1], multiselect=True, allow_custom_value=True,
                                      label="models (allow-listed Hub repo ids, ns/name[@revision])", elem_id="models")
                 predict_button = gr.Button("Predict current event", variant="primary", elem_id="predict")
-                prediction_text = gr.Textbox(label="predictions", lines=3, interactive=False,
+                prediction_text = gr.Textbox(label="predictions", lines=5, max_lines=20, interactive=False,
                                              elem_id="prediction-text")
                 prediction_table = gr.Dataframe(_empty_predictions(),
                                                 label="prediction vs truth vs baseline", interactive=False,
                                                 wrap=True, elem_id="prediction-table")
-            with gr.Tab("Model summary"):
+            with gr.Tab("Model summary") as summary_tab:
                 summary_model = gr.Dropdown(model_ids, value=model_ids[0], allow_custom_value=True, label="model",
                                             elem_id="summary-model")
                 summary_button = gr.Button("Show evaluation", elem_id="show-summary")
                 summary_md = gr.Markdown(elem_id="summary-md")
                 summary_plots = gr.Gallery(label="evaluation plots", columns=2, object_fit="contain", height="auto",
                                            elem_id="summary-plots")
+                _transfer_study_section(transfer_study)
         gr.Markdown(f"<sub>schema: {SCHEMA_SOURCE}</sub>")
 
         event_outputs = [views, scene, objects, features, truth, share, status]
@@ -367,6 +392,8 @@ def build_demo(dataset_id: str | None = None, model_ids: list[str] | None = None
         predict_button.click(run_predictions, [models, index, state], [prediction_text, prediction_table, status],
                              api_name="predict")
         summary_button.click(show_summary, [summary_model], [summary_md, summary_plots], api_name="summary")
+        for event in (summary_tab.select, summary_model.input):  # shown on opening the tab / choosing a model
+            event(show_summary, [summary_model], [summary_md, summary_plots], api_visibility="private")
         demo.load(on_page_load, [state], [state, dataset, split, index, models, status], api_visibility="private").then(
             show_after_page_load, [index, models, state, status], event_outputs)
     return demo

@@ -35,7 +35,9 @@ def explorer(app_module):
     import explorer_display
     import explorer_models
     import explorer_schema
+    import explorer_study
     import explorer_ui
 
     return type("Explorer", (), {"data": explorer_data, "display": explorer_display, "models": explorer_models,
-                                 "schema": explorer_schema, "ui": explorer_ui, "app": app_module})
+                                 "schema": explorer_schema, "study": explorer_study,
+                                 "ui": explorer_ui, "app": app_module})

@@ -88,47 +88,64 @@ def write_expanding_parquet(path, n_objects: int) -> None:
 
 
 TINY_MLP = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1)
-WORKING_POINT = 0.3  # the classifier's threshold in its eval_results.json
 
 
-def push_tiny_model(folder: Path, repo: str, task: str, seed: int):
-    """A tiny event-MLP checkpoint + eval_results.json (minerva_common.results layout) + plots, uploaded to `repo`."""
-    import matplotlib
+def push_tiny_model(folder: Path, repo: str, task: str, seed: int, events: Path | None = None):
+    """A tiny event-MLP checkpoint evaluated by `recipes.evaluate` on `events` (eval_results.json with bootstrap and
+    Clopper-Pearson uncertainties, and its real plots), uploaded to `repo`."""
+    import shutil
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
     from huggingface_hub import HfApi
 
-    from minerva_common.results import RESULTS_FILE, RESULTS_SCHEMA_VERSION
     from modeling import build_model
+    from recipes.evaluate import evaluate
 
     torch.manual_seed(seed)
     model = build_model("mlp", task, **TINY_MLP).eval()
     model.save_pretrained(folder)
-    block = {"q3_bins": [[0, 0.6], [0.6, 1.2]], "iqr": [0.5, 0.4], "mpv": [0.9, 1.0], "rms": [0.6, 0.5],
-             "n": [10, 12], "low_q3": {"iqr": 0.45}}
-    metrics = ({"regression": block} if task == "regression" else
-               {"classification": {s: {"fpr_cut": 0.1, "tpr_cut": 0.3, "tpr_model": 0.4, "fpr_model": 0.09,
-                                       "threshold": WORKING_POINT, "auroc": 0.6} for s in schema.SIGNAL_CLASSES}})
-    (folder / "plots").mkdir(exist_ok=True)
-    for name in ("resolution_vs_q3", "loss"):  # real figures with tick and axis labels at the edges
-        fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=80)
-        ax.plot([0.3, 0.9, 1.5], [0.5, 0.4, 0.35], marker="o", label="tiny")
-        ax.set_xlabel(f"{name}: q$_3$ (GeV) — x-axis label at the bottom edge")
-        ax.set_ylabel("IQR of E$_{pred}$/E$_{true}$ (left edge)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(folder / "plots" / f"{name}.png")
-        plt.close(fig)
-    results = {"schema_version": RESULTS_SCHEMA_VERSION, "task": task, "split": "test", "dataset": "tester/events",
-               "primary_model": "tiny", "models": {"tiny": metrics},
-               "plots": ["plots/resolution_vs_q3.png", "plots/loss.png"]}
-    (folder / RESULTS_FILE).write_text(json.dumps(results))
+    data = folder.parent / f"{folder.name}-data" / "test"
+    data.mkdir(parents=True, exist_ok=True)
+    if events is None:
+        pq.write_table(make_events_table(), data / "events.parquet")
+    else:
+        shutil.copy(events, data / "events.parquet")
+    evaluate(model=str(folder), data=str(data.parent), out_dir=str(folder), n_bootstrap=20, device="cpu")
     api = HfApi()
     api.create_repo(repo, exist_ok=True)
     api.upload_folder(folder_path=str(folder), repo_id=repo)
     return model
+
+
+def write_transfer_study(path: Path) -> dict:
+    """A transfer-study file (minerva_common.transfer_study layout): rw vs jet-pretrained, full/frozen, 3 label
+    budgets, 2 seeds, both tasks; the metric improves with labels and with pretraining (made-up numbers)."""
+    from minerva_common.transfer_study import dump_transfer_study
+
+    rng = np.random.default_rng(7)
+    cells = []
+    for task in ("regression", "classification"):
+        for init in ("rw", "jet"):
+            for mode in ("full", "frozen"):
+                for labels in (1000, 3000, 10000):
+                    for seed in (0, 1):
+                        gain = 0.05 * np.log10(labels / 1000) + (0.03 if init == "jet" else 0.0)
+                        metrics = ({"iqr": 0.40 - gain + rng.normal(0, 0.005), "iqr_low_q3": 0.45 - gain}
+                                   if task == "regression" else
+                                   {"tpr_at_cut_fpr": {s: 0.30 + gain + rng.normal(0, 0.005)
+                                                       for s in schema.SIGNAL_CLASSES}})
+                        cells.append({"task": task, "backbone": "omnilearned", "size": "tiny", "init": init,
+                                      "mode": mode, "labels": labels, "seed": seed, "steps": 200,
+                                      "train_flops": 1e9 * labels / 1000, "metrics": metrics})
+    study = {"schema": "minerva-fm/transfer-study", "version": 1, "config": {"steps": 200},
+             "dataset": {"path": "runs/study/data", "origin": "synthetic"},
+             "pretraining": {"jet": {"steps": 500, "train_flops": 3e10, "corpus": "Pythia jets (2k)",
+                                     "objective": "jet classification"}},
+             "baselines": {"regression": {"calorimetric": {"iqr": 0.42, "iqr_low_q3": 0.5}},
+                           "classification": {"cut": {"tpr_at_cut_fpr": {s: 0.25 for s in schema.SIGNAL_CLASSES}}}},
+             "cells": cells}
+    dump_transfer_study(study, path)
+    return study
 
 
 MALICIOUS_CODE = """from pathlib import Path

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -13,34 +15,44 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from explorer_test_helpers import APP_DIR, write_broken_parquet, write_expanding_parquet
+from explorer_test_helpers import APP_DIR, write_broken_parquet, write_expanding_parquet, write_transfer_study
 from isolated_python import isolated_code
 from dataset_builder import schema
 from dataset_builder.collator import MinervaCollator
 from minerva_common import results
 
 
-def test_app_loads_without_the_project_and_schema_copy_matches(tmp_path):
+def test_space_repo_layout_runs_without_the_project(tmp_path):
+    """The files push-space uploads (app folder + minerva_common) run in a clean interpreter: the dataset-schema
+    copy matches, the results contract and the transfer study come from minerva_common."""
+    from model_cards.publish import space_files
+
+    space = tmp_path / "space"
+    for name, source in space_files(APP_DIR).items():
+        (space / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, space / name)
+    write_transfer_study(space / "transfer_study.json")
     code = ("import importlib.util, json, sys\n"
-            f"spec = importlib.util.spec_from_file_location('app', {str(APP_DIR / 'app.py')!r})\n"
+            f"spec = importlib.util.spec_from_file_location('app', {str(space / 'app.py')!r})\n"
             "app = importlib.util.module_from_spec(spec); spec.loader.exec_module(app)\n"
-            "import explorer_schema as s\n"
+            "import explorer_schema as s, minerva_common.results as r\n"
             "print(json.dumps({'source': s.SCHEMA_SOURCE, 'names': [s.OBJECT_FEATURE_NAMES, s.PID_NAMES,"
             " s.EVENT_FEATURE_NAMES, s.TOPOLOGY_NAMES], 'signals': s.SIGNAL_CLASSES, 'demo': type(app.demo).__name__,"
-            " 'results': [s.RESULTS_SCHEMA_VERSION, s.RESULTS_FILE, s.LOW_Q3_MAX, s.SIGNAL_LABELS],"
-            " 'labels': sorted(s.PID_LABELS)}))")
+            " 'results_from': r.__file__, 'labels': sorted(s.PID_LABELS),"
+            " 'study': [c['props'].get('value', '')[:60] for c in app.demo.config['components']"
+            " if c['props'].get('elem_id') == 'study-md'],"
+            " 'project': [m for m in ('dataset_builder', 'recipes', 'modeling') if m in sys.modules]}))")
     proc = subprocess.run([sys.executable, "-I", "-c", isolated_code(code)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120,
-                          env={**__import__("os").environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+                          text=True, timeout=120, env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["source"].startswith("copy") and out["demo"] == "Blocks"
+    assert out["source"].startswith("copy") and out["demo"] == "Blocks" and not out["project"]
     assert out["names"] == [list(schema.OBJECT_FEATURE_NAMES), list(schema.PID_NAMES),
                             list(schema.EVENT_FEATURE_NAMES), list(schema.TOPOLOGY_NAMES)]
     assert out["signals"] == {k: list(v) for k, v in schema.SIGNAL_CLASSES.items()}
-    assert out["results"] == [results.RESULTS_SCHEMA_VERSION, results.RESULTS_FILE, results.LOW_Q3_MAX,
-                              results.SIGNAL_LABELS]
+    assert out["results_from"] == str(space / "minerva_common" / "results.py")
     assert out["labels"] == sorted(schema.PID_NAMES)  # every object type has a display label
+    assert out["study"] and out["study"][0].startswith("### Transfer study"), out["study"]
 
 
 def test_upload_reads_valid_parquet_and_respects_max_events(explorer, events_parquet):
@@ -175,28 +187,101 @@ def test_model_ids_are_allow_listed_hub_ids(explorer, tmp_path, monkeypatch):
 
 
 def _results(task: str) -> dict:
-    block = {"q3_bins": [[0.0, 0.6], [0.6, 1.2]], "iqr": [0.5, 0.25], "mpv": [0.9, 1.0], "n": [10, 12],
-             "low_q3": {"iqr": 0.4}}
+    """A results dict of the minerva_common.results layout, with uncertainties (v1.1 keys)."""
+    summary = {"iqr": 0.4, "mpv": 0.95, "iqr_over_mpv": 0.42, "rms": 0.5, "n": 22, "iqr_err": 0.03, "mpv_err": 0.02}
+    block = {"q3_bins": [[0.0, 0.6], [0.6, 1.2]], "iqr": [0.5, 0.25], "mpv": [0.9, 1.0], "iqr_over_mpv": [0.56, 0.25],
+             "rms": [0.6, 0.3], "n": [10, 12], "iqr_err": [0.05, 0.02], "mpv_err": [0.04, 0.01],
+             "iqr_over_mpv_err": [0.06, 0.02], "overall": summary, "low_q3": summary}
     cls = {"cc1pi0": {"fpr_cut": 0.1, "tpr_cut": 0.3, "tpr_model": 0.45, "fpr_model": 0.09, "threshold": 0.2,
-                      "auroc": 0.7}}
+                      "auroc": 0.7, "n_signal": 40, "tpr_model_interval": [0.37, 0.53],
+                      "tpr_cut_interval": [0.23, 0.38]}}
     entry = {"regression": block} if task == "regression" else {"classification": cls}
     baseline = ({"calorimetric": {"regression": block}} if task == "regression" else
-                {"cut": {"classification": {"cc1pi0": {"fpr_cut": 0.1, "tpr_cut": 0.3}}}})
+                {"cut": {"classification": {"cc1pi0": {"fpr_cut": 0.1, "tpr_cut": 0.3, "n_signal": 40,
+                                                       "tpr_cut_interval": [0.23, 0.38]}}}})
     return {"schema_version": results.RESULTS_SCHEMA_VERSION, "task": task, "split": "test", "dataset": "u/d",
-            "primary_model": "pet", "models": {"pet": entry}, "baselines": baseline}
+            "primary_model": "pet", "models": {"pet": entry}, "baselines": baseline,
+            "selection": {"n_events": 30, "n_selected": 22},
+            "uncertainties": {"tpr": "clopper-pearson", "confidence_level": 0.6827, "iqr_mpv": "bootstrap",
+                              "n_bootstrap": 100}}
 
 
-def test_summary_reads_the_results_contract(explorer):
-    text = explorer.models._summary_markdown("u/m", _results("regression"))
-    assert "**pet** IQR of E_pred/E_true: q3 (0, 0.6]: 0.5000 | q3 (0.6, 1.2]: 0.2500; q3 ≤ 1.2 GeV: 0.4000" in text
-    assert "**calorimetric (baseline)** IQR" in text
-    text = explorer.models._summary_markdown("u/m", _results("classification"))
-    assert "**pet** CC1π⁰: TPR 0.4500 at the cut's FPR 0.1000 (cut TPR 0.3000, AUROC 0.7000)" in text
-    assert "**cut (baseline)** CC1π⁰: TPR 0.3000 at FPR 0.1000" in text
-    old = _results("regression")  # the pre-contract layout ("bins" list) is no longer read
+def test_summary_reads_the_results_contract_with_uncertainties(explorer):
+    models = explorer.models
+    assert models.EvalResults is results.EvalResults  # the Space has no reader of its own
+    text = models.summary_markdown("u/m", models.parse_results("u/m", _results("regression")))
+    assert "| **pet** | 0.500 ± 0.050 | 0.250 ± 0.020 | 0.400 ± 0.030 | 0.400 ± 0.030 |" in text, text
+    assert "| **pet** | 0.900 ± 0.040 | 1.000 ± 0.010 |" in text and "| **calorimetric (baseline)** |" in text
+    assert "q3 ≤ 1.2 GeV" in text and "22 of 30 events" in text and "bootstrap standard deviation (100" in text
+    text = models.summary_markdown("u/m", models.parse_results("u/m", _results("classification")))
+    assert "| CC1π⁰ | **pet** | 0.450 [0.370, 0.530] | 0.0900 | 0.7000 | 40 |" in text, text
+    assert "| CC1π⁰ | **cut (baseline)** | 0.300 [0.230, 0.380] | 0.1000 |  | 40 |" in text, text
+    assert "clopper-pearson at 68.27 % CL" in text
+    old = _results("regression")  # the pre-contract layout ("bins" list) is refused by the contract, naming the field
     old["models"]["pet"]["regression"] = {"bins": [{"lo": 0, "hi": 0.6, "iqr": 0.5}]}
-    with pytest.raises(KeyError):
-        explorer.models._summary_markdown("u/m", old)
+    with pytest.raises(explorer.data.UserInputError, match=r"^u/m: eval_results.json: field "
+                                                           r"models.pet.regression.q3_bins: expected"):
+        models.parse_results("u/m", old)
+    with pytest.raises(explorer.data.UserInputError, match="field schema_version: 2 is not supported"):
+        models.parse_results("u/m", {**_results("regression"), "schema_version": 2})
+
+
+def test_transfer_study_pretrained_vs_rw(explorer, tmp_path, monkeypatch):
+    study_ui = explorer.study
+    path = tmp_path / "study.json"
+    written = write_transfer_study(path)
+    study, message = study_ui.read_study(path)
+    assert message == ""
+    text = study_ui.study_intro(study) + "\n" + study_ui.study_table(study)
+    for mode, labels in (("full", 1000), ("frozen", 10000)):
+        rw, jet = ([c["metrics"]["iqr"] for c in written["cells"] if c["task"] == "regression" and c["init"] == i
+                    and c["mode"] == mode and c["labels"] == labels] for i in ("rw", "jet"))
+        cell = (f"{np.mean(jet):.3f} ± {np.std(jet, ddof=1):.3f} vs {np.mean(rw):.3f} ± {np.std(rw, ddof=1):.3f} "
+                f"(Δ {np.mean(jet) - np.mean(rw):+.3f})")
+        row = next(line for line in text.splitlines()
+                   if line.startswith(f"| IQR of E_pred/E_true, all q3 | {mode} | jet-pretrained |"))
+        assert row.split(" | ")[3 + (1000, 3000, 10000).index(labels)].strip(" |") == cell, (row, cell)
+    assert "synthetic — not real MINERvA data" in text and "jet classification on Pythia jets (2k)" in text
+    assert "the same step budget in every run (200 steps)" in text
+    assert "| CCNπ± (N≥1) TPR at the cut's FPR | frozen | jet-pretrained |" in text
+    figure = study_ui.study_figure(study)
+    titles = [a.text for a in figure.layout.annotations]
+    assert "IQR of E_pred/E_true, q3 ≤ 1.2 GeV (lower is better)" in titles and "cut tagger" in titles, titles
+    assert "CC1π⁰ TPR at the cut's FPR (higher is better)" in titles
+    traces = {t.name for t in figure.data}
+    assert traces == {"random weights (rw) · full", "random weights (rw) · frozen", "jet-pretrained · full",
+                      "jet-pretrained · frozen"}
+    first = next(t for t in figure.data if t.name == "jet-pretrained · full")
+    assert list(first.x) == [1000, 3000, 10000]
+    assert list(study_ui.study_figure(study, "train_flops").data[0].x) == [1e9, 3e9, 1e10]
+
+    partial = tmp_path / "partial.json"  # a collect-only study names the grid cells it has not run
+    partial.write_text(json.dumps({**written, "missing_cells": ["regression/jet-lora/labels-1000/seed-0"]}))
+    assert "⚠️ 1 grid cell(s) not run yet (e.g. `regression/jet-lora/labels-1000/seed-0`)" in \
+        study_ui.study_intro(study_ui.read_study(partial)[0])
+    assert "not run yet" not in text
+
+    two = tmp_path / "two-backbones.json"  # a second backbone gets its own curves and rows, never averaged in
+    other = [{**c, "backbone": "vit", "metrics": {**c["metrics"], "iqr": 0.9}} for c in written["cells"]
+             if c["task"] == "regression"]
+    two.write_text(json.dumps({**written, "cells": written["cells"] + other}))
+    both, _ = study_ui.read_study(two)
+    names = {t.name for t in study_ui.study_figure(both).data}
+    assert "jet-pretrained · vit full" in names and "jet-pretrained · omnilearned full" in names
+    assert "| IQR of E_pred/E_true, all q3 | vit full | jet-pretrained | 0.900 vs 0.900 (Δ +0.000) |" in \
+        study_ui.study_table(both)
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({**written, "cells": [{**written["cells"][0], "init": "imagenet"}]}))
+    study, message = study_ui.read_study(broken)
+    assert study is None and message.startswith("⚠️ transfer study not shown: ") and "cells[0].init" in message
+    assert "\n" not in message
+    monkeypatch.setenv(study_ui.STUDY_ENV, str(broken))
+    assert study_ui.study_path() == broken
+    monkeypatch.delenv(study_ui.STUDY_ENV)
+    assert study_ui.study_path(app_dir=tmp_path) is None  # nothing configured, no transfer_study.json: not shown
+    (tmp_path / study_ui.STUDY_FILE).write_text("{}")
+    assert study_ui.study_path(app_dir=tmp_path) == tmp_path / study_ui.STUDY_FILE
 
 
 def test_prediction_decision_at_the_working_point(explorer, events_parquet):
