@@ -437,7 +437,8 @@ def run_cell(job: dict) -> dict:
             "train_flops": float(summary["compute/flops"]), "n_trainable": int(summary["n_trainable"]),
             "n_params": int(summary["n_params"]), "events_seen": int(summary["compute/events"]),
             "best_step": int(summary["best_step"]), "wall_seconds": round(time.time() - start, 1),
-            "metrics": cell_metrics(key.task, results), "baselines": baseline_metrics(key.task, results)}
+            "metrics": cell_metrics(key.task, results), "baselines": baseline_metrics(key.task, results),
+            "recipe": job["recipe"]}
     if not job["keep_models"]:
         for name in ("model", "adapter", "best", "checkpoints", "logs"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -485,7 +486,7 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
     if not cfg.run_cells:
         pretrained = _finished_pretraining(work, {c.init for c in cells})
     else:
-        todo = sorted((k for k in cells if not (work / "cells" / k.folder / CELL_FILE).is_file()), key=cell_priority)
+        todo = sorted((k for k in cells if not cell_done(cfg, work, k)), key=cell_priority)
         scratch = [k for k in todo if k.init == "rw" and k.mode == "full"]
         with CellPool(cfg.workers, progress, len(todo)) as pool:
             pool.submit([cell_job(cfg, k, data, work, None) for k in scratch])  # they train while the inits pretrain
@@ -504,6 +505,25 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
     return study
 
 
+def cell_recipe(cfg: TransferStudyConfig) -> dict:
+    """The settings every cell of a study shares (stored in cell.json: a finished cell is reused only under it)."""
+    return {k: getattr(cfg, k) for k in ("finetune_config", "finetune_overrides", "steps", "batch_size", "lr",
+                                         "warmup_steps", "eval_every", "max_eval_events", "test_max_events")}
+
+
+def cell_done(cfg: TransferStudyConfig, work: Path, key: CellKey) -> bool:
+    """Whether the cell's cell.json exists; one made under another recipe is an error (use another work_dir)."""
+    path = work / "cells" / key.folder / CELL_FILE
+    if not path.is_file():
+        return False
+    recipe = json.loads(path.read_text()).get("recipe")
+    if recipe is not None and recipe != contract_ready(cell_recipe(cfg)):
+        changed = sorted(k for k in recipe if recipe[k] != contract_ready(cell_recipe(cfg)).get(k))
+        raise StudyError(f"{path} was trained with other settings ({', '.join(changed)}); use another work_dir or "
+                         f"delete {work / 'cells'}")
+    return True
+
+
 def cell_priority(key: CellKey) -> tuple:
     """Order of the cells: first seed, mode full, the smallest budget first (a study stopped early keeps the most
     informative cells)."""
@@ -517,7 +537,7 @@ def cell_job(cfg: TransferStudyConfig, key: CellKey, data: Path, work: Path, ini
     return {"key": dataclasses.asdict(key), "out": str(out), "test_data": str(data),
             "finetune_config": str(resolve_yaml(cfg.finetune_config, cfg)),
             "overrides": cell_overrides(cfg, key, subset, out, init), "threads": cfg.threads_per_worker,
-            "test_max_events": cfg.test_max_events, "keep_models": cfg.keep_models}
+            "test_max_events": cfg.test_max_events, "keep_models": cfg.keep_models, "recipe": cell_recipe(cfg)}
 
 
 class CellPool:

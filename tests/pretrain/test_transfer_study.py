@@ -81,6 +81,14 @@ def test_rerun_skips_finished_cells(micro_study):
     assert [c.metrics for c in again.cells] == [c.metrics for c in study.cells]
 
 
+def test_a_finished_cell_is_not_reused_under_another_recipe(micro_study):
+    from recipes.transfer_study import StudyError, run_transfer_study
+
+    cfg, _ = micro_study
+    with pytest.raises(StudyError, match=r"cell.json was trained with other settings \(steps\)"):
+        run_transfer_study(dataclasses.replace(cfg, steps=4, plots=False), progress=False)
+
+
 def test_label_subsets_are_deterministic_and_nested(tmp_path, minerva_dataset):
     from recipes.transfer_study import label_subset
 
