@@ -17,6 +17,10 @@ RECORD_FILE = "pretrain_record.json"
 OBJECTIVE_TEXT = {"jet_classification": "supervised jet classification (10 JetClass labels)",
                   "masked_particles": "masked particle modelling on jets",
                   "masked_objects": "masked-object modelling on MINERvA events (no labels)"}
+VALIDATION_KEYS = ("classification", "classification_accuracy", "masked_features", "masked_pid",
+                   "masked_pid_accuracy")
+FINETUNE_CONFIGS = {"omnilearned": "omnilearned_small_full.yaml", "particle_vit": "particle_vit_small_full.yaml",
+                    "bert_projection": "bert_tiny_full.yaml"}
 
 
 def init_text(init: dict) -> str:
@@ -53,15 +57,19 @@ def render_pretrain_card(record: dict, repo_id: str | None = None) -> ModelCard:
     data = ModelCardData(library_name="transformers", license="mit", tags=tags,
                          base_model=record["init"]["init"] if record["init"].get("kind") == "hub" else None)
     objectives = ", ".join(OBJECTIVE_TEXT[k] for k in record["objectives"])
+    validation = ((record.get("loss") or {}).get("validation") or [])[-5:]  # the last five evaluations
+    keys = [k for k in VALIDATION_KEYS if validation and f"val/{k}" in validation[-1]]
     return ModelCard.from_template(
         data, template_path=str(TEMPLATE_PATH), name=record["name"], backbone=record["backbone"],
-        size=record["size"], n_params=record["n_params"], objective_text=objectives, init_text=init_text(record["init"]),
+        size=record.get("size"), architecture=record.get("architecture") or {},
+        finetune_config=FINETUNE_CONFIGS.get(record["backbone"], "<config>.yaml"), n_params=record["n_params"], objective_text=objectives, init_text=init_text(record["init"]),
         corpus_text=corpus_text(record["corpus"]), objectives=record["objectives"],
         mask_fraction=record.get("mask_fraction"), steps=record["steps"], global_batch=record["global_batch"],
         processes=record["processes"], events_seen=record["events_seen"], tokens_seen=record["tokens_seen"],
         train_flops=record["train_flops"], wall_seconds=record["wall_seconds"], loss_text=loss_text(record["loss"]),
         new_parameter_names=record.get("new_parameter_names") or [], seed=record.get("seed"), domain=domain,
-        repo_id=repo_id or "<repo id>")
+        repo_id=repo_id or "<repo id>", plots=record.get("plots") or [], validation=validation,
+        validation_keys=keys)
 
 
 def write_pretrain_card(folder: str | Path, record: dict | None = None, repo_id: str | None = None) -> Path:
@@ -92,6 +100,7 @@ def pretrain_files(folder: Path) -> list[Path]:
 
     if not (folder / "model.safetensors").is_file():
         raise PublishError(f"{folder}: no model.safetensors (files: {sorted(p.name for p in folder.iterdir())})")
-    names = ["model.safetensors", "config.json", "train_config.json", "train_config.yaml", RECORD_FILE]
+    names = ["model.safetensors", "config.json", "train_config.json", "train_config.yaml", RECORD_FILE,
+             "loss_curves.png"]
     return [Path(n) for n in names if (folder / n).is_file()] + _remote_code_files(folder) + [Path("README.md")]
 __all__ = ["render_pretrain_card", "write_pretrain_card", "init_text", "corpus_text", "pretrain_folder", "pretrain_files"]

@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from recipes.config import (ConfigError, DataConfig, OptimConfig, TrainConfig, c
 from recipes.finetune import (METRICS_FILE, TrainingError, TrainState, _first_line, _json_ready,  # noqa: E402
                               _user_message, _write_json, append_metrics, build_scheduler, check_init_fit,
                               compute_row, configure_threads, flops_per_token, parameter_counts, quiet_transformers,
-                              restore_latest, save_checkpoint, truncate_metrics, writing)
+                              record_config_changes, restore_latest, save_checkpoint, truncate_metrics, writing)
 
 RECORD_FILE = "pretrain_record.json"
 BACKBONE_DIR = "backbone"
@@ -84,7 +85,8 @@ class PretrainDataConfig(DataConfig):
     batch_size: int = 256  # events per process per micro-batch
     eval_batch_size: int = 512
     max_eval_events: int | None = 4096  # validation events per evaluation
-    max_objects: int | None = None  # objects kept per event (hardest first for jets); None: 128 jets, 33 MINERvA
+    # objects kept per event (hardest first for jets); None: 128 jets, 33 MINERvA (a BERT: at most its positions - 1)
+    max_objects: int | None = None
 
 
 @dataclass
@@ -244,13 +246,16 @@ class PretrainingModel(nn.Module):
                                attention_mask=attention_mask, event_features=event_features).last_hidden_state
         objects = states[:, -object_features.shape[1]:]  # every backbone puts the objects last
         prediction = self.reconstruction_head(objects[masked]).float()  # (M, F + V)
-        feature_loss = nn.functional.mse_loss(prediction[:, :self.num_features], object_features[masked].float())
+        count = masked.sum().clamp_min(1)  # a batch of events without objects gives 0, not NaN
+        squared = (prediction[:, :self.num_features] - object_features[masked].float()) ** 2
+        feature_loss = squared.mean(-1).sum() / count
         pid_logits = prediction[:, self.num_features:]
         target_pid = object_pid[masked].long()
-        pid_loss = nn.functional.cross_entropy(pid_logits, target_pid)
+        pid_loss = nn.functional.cross_entropy(pid_logits, target_pid, reduction="sum") / count
         loss = self.objectives.feature_weight * feature_loss + self.objectives.pid_weight * pid_loss
+        accuracy = (pid_logits.argmax(-1) == target_pid).sum().detach() / count
         return {"masked": loss, "masked_features": feature_loss, "masked_pid": pid_loss,
-                "masked_pid_accuracy": (pid_logits.argmax(-1) == target_pid).float().mean().detach()}
+                "masked_pid_accuracy": accuracy}
 
 
 def choose_masked(attention_mask: torch.Tensor, fraction: float, generator: torch.Generator | None = None):
@@ -317,17 +322,31 @@ def load_sources(cfg: PretrainConfig, split: str):
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def build_collator(cfg: PretrainConfig):
+def max_objects(cfg: PretrainConfig, backbone) -> int:
+    """Objects kept per event: data.max_objects, else 128 (jets) / 33 (MINERvA), within a BERT's positions."""
+    from dataset_builder import schema
+    from dataset_builder.jet_collator import DEFAULT_MAX_PARTICLES
+
+    default = DEFAULT_MAX_PARTICLES if cfg.objectives.domain == "jets" else schema.MAX_OBJECTS
+    positions = getattr(getattr(backbone.config, "bert_config", None), "max_position_embeddings", None)
+    limit = positions - 1 if positions else None  # one position is the event token
+    wanted = cfg.data.max_objects or (min(default, limit) if limit else default)
+    if limit is not None and wanted > limit:
+        raise ConfigError(f"data.max_objects={wanted} exceeds the {limit} objects the {cfg.model.backbone} backbone "
+                          f"takes (max_position_embeddings={positions} incl. the event token)")
+    return wanted
+
+
+def build_collator(cfg: PretrainConfig, n_objects: int):
     """JetCollator (with labels when jet classification is on) or MinervaCollator without labels."""
     if cfg.objectives.domain == "jets":
-        from dataset_builder.jet_collator import DEFAULT_MAX_PARTICLES, JetCollator
+        from dataset_builder.jet_collator import JetCollator
 
         task = "classification" if cfg.objectives.jet_classification > 0 else None
-        return JetCollator(task=task, max_particles=cfg.data.max_objects or DEFAULT_MAX_PARTICLES)
-    from dataset_builder import schema
+        return JetCollator(task=task, max_particles=n_objects)
     from dataset_builder.collator import MinervaCollator
 
-    return MinervaCollator(task=None, max_objects=cfg.data.max_objects or schema.MAX_OBJECTS)
+    return MinervaCollator(task=None, max_objects=n_objects)
 
 
 # ------------------------------------------------------------------------------------------------------ the run
@@ -366,6 +385,7 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     output_dir = Path(cfg.train.output_dir)
     train_split = load_sources(cfg, cfg.data.train_split)
     val_split = load_sources(cfg, cfg.data.eval_split)
+    reset_accelerator_state()
     with writing(output_dir):
         accelerator = build_accelerator(cfg)
     set_seed(cfg.train.seed)
@@ -376,6 +396,7 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     if init_report:
         accelerator.print(f"model.init {init_report['init']}: loaded {init_report['loaded']} tensors, "
                           f"{len(init_report['reinitialised'])} re-initialised")
+    n_objects = max_objects(cfg, backbone)
     n_params, _ = parameter_counts(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = build_scheduler(cfg, optimizer)
@@ -385,13 +406,15 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     state, position = TrainState(), (0, 0)
     restored = restore_latest(accelerator, cfg, allow_config_change) if resume else None
     if restored:
-        path, state, position, changes, _ = restored
+        path, state, position, changes, skipped = restored
         accelerator.print(f"resumed from {path} (step {state.step}, epoch {position[0]}, batch {position[1]})")
         info["resumed_from"] = str(path)
-        if changes:
-            info["config_changes"] = changes
         if accelerator.is_main_process:
+            for bad in skipped:  # a later save of that step must not mix with its unreadable files
+                shutil.rmtree(bad, ignore_errors=True)
             truncate_metrics(output_dir, state.step)
+            if changes:
+                record_config_changes(output_dir, state.step, changes)
     elif accelerator.is_main_process:
         if resume:
             accelerator.print(f"--resume: no complete checkpoint under {output_dir}; starting fresh")
@@ -403,7 +426,7 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     stream = training_stream(train_split, cfg.train.seed, cfg.data.shuffle_buffer, accelerator.process_index,
                              accelerator.num_processes)
     return PretrainRun(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                       collator=build_collator(cfg), batches=EpochIterator(stream, cfg.data.batch_size, start=position),
+                       collator=build_collator(cfg, n_objects), batches=EpochIterator(stream, cfg.data.batch_size, start=position),
                        val_split=val_split, state=state, per_token=flops_per_token("full", n_params, n_params),
                        n_params=n_params, info=info)
 
@@ -607,6 +630,8 @@ def export_backbone(run: PretrainRun, record: dict) -> Path:
     with writing(target), quiet_transformers(), atomic_dir(target) as tmp:
         backbone.save_pretrained(str(tmp))
         save_config(run.cfg, tmp)
+        if plot_loss_curves(run.output_dir, tmp / CURVE_FILE):
+            record["plots"] = [CURVE_FILE]
         _write_json(tmp / RECORD_FILE, _json_ready(record))
         write_pretrain_card(tmp, record)
     return target
@@ -617,8 +642,12 @@ def corpus_description(cfg: PretrainConfig) -> dict:
     sources = []
     for path in [cfg.data.path, *cfg.data.extra_paths]:
         entry = {"path": path, "revision": cfg.data.revision}
-        card = Path(path) / "README.md"
-        text = card.read_text(errors="replace") if card.is_file() else ""
+        text = ""
+        if Path(path).is_dir():
+            card = Path(path) / "README.md"
+            text = card.read_text(errors="replace") if card.is_file() else ""
+        elif not Path(path).exists():  # a Hub dataset repo: its resolved commit and its card
+            entry["revision"], text = _hub_dataset_card(path, cfg.data.revision)
         if cfg.objectives.domain == "jets":
             from dataset_builder.jet_data import is_root_source
 
@@ -633,6 +662,49 @@ def corpus_description(cfg: PretrainConfig) -> dict:
         sources.append(entry)
     return {"domain": cfg.objectives.domain, "sources": sources, "train_split": cfg.data.train_split,
             "eval_split": cfg.data.eval_split}
+
+
+CURVE_LABELS = {"classification": "jet classification (cross entropy)", "masked_features": "masked features (MSE)",
+                "masked_pid": "masked PID (cross entropy)"}
+CURVE_FILE = "loss_curves.png"
+
+
+def plot_loss_curves(output_dir: Path, path: Path) -> Path | None:
+    """Training (lines) and validation (markers) loss of every objective vs optimizer steps, from metrics.jsonl."""
+    import matplotlib.pyplot as plt
+
+    from recipes.plots import STYLE, _save
+
+    rows = [json.loads(line) for line in (output_dir / METRICS_FILE).read_text().splitlines() if line]
+    keys = [k for k in CURVE_LABELS if any(f"train/{k}" in r for r in rows)]
+    if not keys:
+        return None
+    with plt.style.context(STYLE):
+        fig, ax = plt.subplots()
+        for i, key in enumerate(keys):
+            color = f"C{i}"
+            train = [(r["step"], r[f"train/{key}"]) for r in rows if f"train/{key}" in r]
+            val = [(r["step"], r[f"val/{key}"]) for r in rows if f"val/{key}" in r]
+            ax.plot(*zip(*train), color=color, label=f"{CURVE_LABELS[key]}, train")
+            if val:
+                ax.plot(*zip(*val), "o", color=color, label="validation")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.legend()
+        return _save(fig, path)
+
+
+def _hub_dataset_card(repo_id: str, revision: str | None) -> tuple[str, str]:
+    """(commit sha, README text or "") of a Hub dataset repo."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    sha = HfApi().dataset_info(repo_id, revision=revision).sha
+    try:
+        return sha, Path(hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=sha)).read_text(
+            errors="replace")
+    except Exception:  # a repo without a card
+        return sha, ""
 
 
 def loss_summary(output_dir: Path) -> dict:
@@ -651,7 +723,11 @@ def loss_summary(output_dir: Path) -> dict:
 def finalize_pretraining(run: PretrainRun) -> dict:
     """The record (pretrain_record.json) and the backbone folder; returns the record."""
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
-    record = {"name": cfg.name, "backbone": cfg.model.backbone, "size": cfg.model.size, "seed": cfg.train.seed,
+    config = accelerator.unwrap_model(run.model).backbone.config
+    record = {"name": cfg.name, "backbone": cfg.model.backbone, "size": None if cfg.model.init else cfg.model.size,
+              "architecture": {k: getattr(config, k, None) for k in ("hidden_size", "num_hidden_layers",
+                                                                     "num_attention_heads")},
+              "seed": cfg.train.seed,
               "corpus": corpus_description(cfg), "objectives": cfg.objectives.mix(),
               "mask_fraction": cfg.objectives.mask_fraction if cfg.objectives.masked_weight > 0 else None,
               "init": run.info["init"], "steps": state.step, "events_seen": state.events,
@@ -670,7 +746,16 @@ def finalize_pretraining(run: PretrainRun) -> dict:
         record["output_dir"] = str(run.output_dir / BACKBONE_DIR)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    reset_accelerator_state()
     return record
+
+
+def reset_accelerator_state() -> None:
+    """Forget the process-wide AcceleratorState (mixed precision, accumulation) so that another run in this process
+    -- a study calling pretraining and fine-tuning in turn -- may choose its own; the process group is kept."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def run_pretraining(cfg: PretrainConfig, resume: bool = False, allow_config_change: bool = False) -> dict:

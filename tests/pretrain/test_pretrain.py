@@ -116,6 +116,9 @@ def test_jet_classification_and_masked_particles_train_and_export(jet_run):
     assert trained and all(not torch.equal(weights[k], fresh[k]) for k in trained if k.endswith("fc1.weight"))
     card = (folder / "README.md").read_text()
     assert "random initialisation (seed 0)" in card and "synthetic Pythia 8" in card and "not JetClass" in card
+    assert (folder / "loss_curves.png").is_file() and "](loss_curves.png)" in card and record["plots"] == [
+        "loss_curves.png"]
+    assert f"| 10 | {record['loss']['validation'][-1]['val/loss']:.4g} |" in card  # the validation table
 
 
 @pytest.mark.parametrize("objective", ["jet_classification", "masked_particles"])
@@ -130,18 +133,20 @@ def test_each_jet_objective_alone(jet_corpus, tmp_path, objective):
     assert key in _rows(tmp_path)[0] and _decreased(losses)
 
 
-def test_particle_vit_pretrains_and_fits_a_finetune_model(jet_corpus, tmp_path):
+@pytest.mark.parametrize("backbone, event_layer", [("particle_vit", "global_proj.weight"),
+                                                    ("bert_projection", "event_proj.weight")])
+def test_other_backbones_pretrain_and_fit_a_finetune_model(jet_corpus, tmp_path, backbone, event_layer):
     import modeling
     from recipes.finetune import check_init_fit
 
     record = run_pretraining(_cfg("pretrain_particle_vit_jets_tiny.yaml", jet_corpus, tmp_path, *JET_STEPS,
-                                  "--train.max_steps=4", "--train.eval_every=0"))
+                                  f"--model.backbone={backbone}", "--train.max_steps=4", "--train.eval_every=0",
+                                  "--data.max_objects=null"))
     assert _decreased(_train_losses(tmp_path)[:1] * 3 + _train_losses(tmp_path)[-3:])
-    model = modeling.build_model("particle_vit", "regression", pretrained=record["output_dir"])
+    model = modeling.build_model(backbone, "regression", pretrained=record["output_dir"])
     fit = check_init_fit(model, record["output_dir"], None)
-    assert fit["reinitialised"] == ["head.weight", "head.bias"] or set(fit["reinitialised"]) == {"head.weight",
-                                                                                              "head.bias"}
-    assert "global_proj.weight" in model.config.new_parameter_names
+    assert fit["loaded"] > 0 and set(fit["reinitialised"]) == {"head.weight", "head.bias"}
+    assert event_layer in model.config.new_parameter_names
 
 
 def _strip_truth(dataset: Path) -> None:
@@ -282,18 +287,17 @@ def test_push_to_hub_then_finetune_and_continue_from_the_repo(hub, jet_run, data
     info = HfApi().model_info(repo)
     files = {s.rfilename for s in info.siblings}
     assert {"model.safetensors", "config.json", "pretrain_record.json", "README.md", "modeling_minerva_pet.py",
-            "configuration_minerva_pet.py"} <= files
+            "configuration_minerva_pet.py", "loss_curves.png", "train_config.json"} <= files
     card = Path(hf_hub_download(repo, "README.md", revision=info.sha)).read_text()
     assert "random initialisation (seed 0)" in card and f'from_pretrained("{repo}"' in card
-    run_isolated(f"""
-        import torch
-        from transformers import AutoModel
-        model = AutoModel.from_pretrained({repo!r}, revision={info.sha!r}, trust_remote_code=True).eval()
-        mask = torch.ones(2, 5, dtype=torch.bool)
-        out = model(object_features=torch.randn(2, 5, 9), object_pid=torch.full((2, 5), 3), attention_mask=mask,
-                    event_features=torch.zeros(2, 16))
-        assert type(model).__name__ == "MinervaPetModel" and out.last_hidden_state.shape[-1] == 32
-    """, cwd=tmp_path, env={"HF_ENDPOINT": hub.endpoint})
+    snippet = card.split("```python\n")[1].split("```")[0]  # the card's snippet, run as printed
+    run_isolated(snippet + """
+import torch
+mask = torch.ones(2, 5, dtype=torch.bool)
+out = backbone(object_features=torch.randn(2, 5, 9), object_pid=torch.full((2, 5), 3), attention_mask=mask,
+               event_features=torch.zeros(2, 16))
+assert type(backbone).__name__ == "MinervaPetModel" and out.last_hidden_state.shape[-1] == 32
+""", cwd=tmp_path, env={"HF_ENDPOINT": hub.endpoint})
 
     summary = train(load_config(CONFIGS / "tiny_omnilearned_cpu.yaml", [
         "--data.path", str(minerva_dataset), "--model.mode=full", f"--model.init={repo}",
@@ -306,3 +310,40 @@ def test_push_to_hub_then_finetune_and_continue_from_the_repo(hub, jet_run, data
     assert record["init"]["kind"] == "hub" and record["init"]["revision"] == info.sha
     card = (Path(record["output_dir"]) / "README.md").read_text()
     assert f"`{repo}` @ `{info.sha}`" in card and "pet-jets-tiny" in card
+
+
+def test_pretrains_on_jetclass1_root_files_in_bf16(jet_corpus, tmp_path):
+    from test_jet_loading import _corpus_table, _write_jetclass1_root
+
+    root = tmp_path / "JetClass"
+    for split, folder in (("train", "train_100M"), ("validation", "val_5M")):
+        (root / folder).mkdir(parents=True)
+        _write_jetclass1_root(root / folder / "HToBB_000.root", _corpus_table(jet_corpus, split), 16)
+    record = run_pretraining(_cfg("pretrain_pet_jets_tiny.yaml", root, tmp_path / "run", "--data.batch_size=8",
+                                  "--data.shuffle_buffer=0", "--train.max_steps=3", "--train.eval_every=0",
+                                  "--train.save_every=0", "--train.log_every=1", "--optim.mixed_precision=bf16"))
+    assert record["corpus"]["sources"][0]["kind"] == "JetClass-I ROOT files" and record["mixed_precision"] == "bf16"
+    assert record["events_seen"] == 3 * 8 and all(v == v for v in _train_losses(tmp_path / "run"))
+
+
+def test_cli_errors_are_one_line(jet_corpus, capsys):
+    from recipes.cli import main
+
+    code = main(["pretrain", "--config", str(CONFIGS / "pretrain_pet_jets_tiny.yaml"), f"--data.path={jet_corpus}",
+                 "--objectives.mask_fraction=0.95"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("pretrain: error:") and "objectives.mask_fraction" in err and "\n" not in err
+
+
+def test_streams_the_jet_corpus_from_a_hub_dataset_repo(hub, jet_corpus, tmp_path):
+    from huggingface_hub import HfApi
+
+    repo = f"{hub.user}/pretrain-jets"
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset", exist_ok=True)
+    sha = api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(jet_corpus)).oid
+    record = run_pretraining(_cfg("pretrain_pet_jets_tiny.yaml", repo, tmp_path, "--data.batch_size=8",
+                                  "--train.max_steps=2", "--train.eval_every=0", "--train.save_every=0"))
+    source = record["corpus"]["sources"][0]
+    assert source["path"] == repo and source["revision"] == sha and "not JetClass" in source["kind"]
+    assert record["events_seen"] == 16
