@@ -606,8 +606,10 @@ def collect(cfg: TransferStudyConfig, work: Path, data: Path, n_train: int, cell
                "validation_events": count_events(data, "validation"), "test_events": count_events(data, "test"),
                "generated": not cfg.data.path, "synthetic_events": cfg.data.events if not cfg.data.path else None}
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
-    compute = {"wall_seconds": round(wall, 1), "workers": cfg.workers, "threads_per_worker": cfg.threads_per_worker,
+    compute = {"wall_seconds": round(wall, 1), "wall_seconds_note": "this invocation only: finished cells and "
+               "pretrainings in work_dir are reused", "workers": cfg.workers, "threads_per_worker": cfg.threads_per_worker,
                "cell_wall_seconds_sum": round(sum(c.get("wall_seconds") or 0 for c in records), 1),
+               "pretrain_wall_seconds_sum": round(sum(r.get("wall_seconds") or 0 for r in pretraining.values()), 1),
                "finetune_flops_sum": sum(c["train_flops"] for c in records),
                "pretrain_flops_sum": sum(r["train_flops"] for r in pretraining.values()),
                "device": "cpu", "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
