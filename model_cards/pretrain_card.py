@@ -62,7 +62,8 @@ def render_pretrain_card(record: dict, repo_id: str | None = None) -> ModelCard:
     return ModelCard.from_template(
         data, template_path=str(TEMPLATE_PATH), name=record["name"], backbone=record["backbone"],
         size=record.get("size"), architecture=record.get("architecture") or {},
-        finetune_config=FINETUNE_CONFIGS.get(record["backbone"], "<config>.yaml"), n_params=record["n_params"], objective_text=objectives, init_text=init_text(record["init"]),
+        finetune_config=FINETUNE_CONFIGS.get(record["backbone"], "<config>.yaml"), n_params=record["n_params"],
+        objective_text=objectives, init_text=init_text(record["init"]),
         corpus_text=corpus_text(record["corpus"]), objectives=record["objectives"],
         mask_fraction=record.get("mask_fraction"), steps=record["steps"], global_batch=record["global_batch"],
         processes=record["processes"], events_seen=record["events_seen"], tokens_seen=record["tokens_seen"],
@@ -103,4 +104,5 @@ def pretrain_files(folder: Path) -> list[Path]:
     names = ["model.safetensors", "config.json", "train_config.json", "train_config.yaml", RECORD_FILE,
              "loss_curves.png"]
     return [Path(n) for n in names if (folder / n).is_file()] + _remote_code_files(folder) + [Path("README.md")]
-__all__ = ["render_pretrain_card", "write_pretrain_card", "init_text", "corpus_text", "pretrain_folder", "pretrain_files"]
+__all__ = ["render_pretrain_card", "write_pretrain_card", "init_text", "corpus_text", "pretrain_folder",
+           "pretrain_files"]

@@ -426,7 +426,8 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     stream = training_stream(train_split, cfg.train.seed, cfg.data.shuffle_buffer, accelerator.process_index,
                              accelerator.num_processes)
     return PretrainRun(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                       collator=build_collator(cfg, n_objects), batches=EpochIterator(stream, cfg.data.batch_size, start=position),
+                       collator=build_collator(cfg, n_objects),
+                       batches=EpochIterator(stream, cfg.data.batch_size, start=position),
                        val_split=val_split, state=state, per_token=flops_per_token("full", n_params, n_params),
                        n_params=n_params, info=info)
 
@@ -481,8 +482,10 @@ def pretrain_loop(run: PretrainRun) -> None:
                     run.optimizer.zero_grad(set_to_none=True)
                 n = table.num_rows
                 tokens = (int(batch["attention_mask"].sum()) + n) * passes
-                values = [float(losses[k].detach()) * n if k in losses else 0.0 for k in LOGGED]
-                window += torch.tensor([*values, n, tokens, 0.0], dtype=torch.float64)
+                zero = losses["loss"].new_zeros(())
+                values = torch.stack([losses[k].detach().float() if k in losses else zero for k in LOGGED])
+                window[:len(LOGGED)] += values.double().cpu() * n  # one device sync for every logged value
+                window[len(LOGGED):] += torch.tensor([n, tokens, 0.0], dtype=torch.float64)
             run.scheduler.step()
             state.step += 1
             progress.update(1)

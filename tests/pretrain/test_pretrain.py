@@ -75,6 +75,12 @@ def test_mask_fraction_is_honoured(jet_corpus):
         load_pretrain_config(CONFIGS / "pretrain_pet_jets_tiny.yaml", ["--objectives.mask_fraction=0.9"])
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("pretrain_*.yaml")), ids=lambda p: p.stem)
+def test_every_pretrain_config_loads(path):
+    cfg = load_pretrain_config(path)
+    assert cfg.name and cfg.objectives.mix() and cfg.train.output_dir.startswith("runs/pretrain/")
+
+
 def test_config_refuses_what_pretraining_cannot_do(jet_corpus):
     with pytest.raises(ConfigError, match="cannot be mixed"):
         load_pretrain_config(CONFIGS / "pretrain_pet_jets_tiny.yaml", ["--objectives.masked_objects=1"])
@@ -333,6 +339,11 @@ def test_cli_errors_are_one_line(jet_corpus, capsys):
                  "--objectives.mask_fraction=0.95"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("pretrain: error:") and "objectives.mask_fraction" in err and "\n" not in err
+    from recipes.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["pretrain"]
+    assert "--objectives.mask_fraction float" in sub.format_help() and "--data.extra_paths" in sub.format_help()
 
 
 def test_streams_the_jet_corpus_from_a_hub_dataset_repo(hub, jet_corpus, tmp_path):
