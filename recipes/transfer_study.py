@@ -71,40 +71,40 @@ class StudyDataConfig:
     """The MINERvA sample of the study: a converted folder, or synthetic events generated into the work folder."""
 
     path: str = ""  # converted Parquet folder; empty = generate `events` synthetic events
-    events: int = 40_000  # synthetic events (80 / 10 / 10 % train / validation / test)
-    seed: int = 0
-    origin: str = "synthetic"  # synthetic | simulation | data
+    events: int = 20_000  # synthetic events (80 / 10 / 10 percent train / validation / test)
+    seed: int = 0  # seed of the synthetic samples and the jet corpus
+    origin: str = "synthetic"  # synthetic | simulation | data (recorded in the study JSON)
     # Stand-in for MINERvA *data* in the masked-object corpus: a second synthetic sample (detector-shifted, another
     # seed) converted and then stripped of truth, baselines and weights, as converted data AnaTuples are. 0 = none.
     data_events: int = 10_000
     jets: int = 2000  # Pythia jets for the "jets" corpus (only when a pretraining spec uses it)
-    jet_workers: int = 2
+    jet_workers: int = 2  # Pythia processes of the jet corpus
 
 
 @dataclass
 class TransferStudyConfig:
     """The whole study: grid, fine-tuning recipe per cell, pretraining per init, data, output."""
 
-    name: str = "transfer_study_pet_tiny_cpu"
+    name: str = "transfer_study_pet_tiny_cpu"  # study name (plot titles)
     finetune_config: str = "tiny_omnilearned_cpu.yaml"  # the cells' base finetune YAML (relative as `config`)
     finetune_overrides: list[str] = field(default_factory=list)  # extra dotted FinetuneConfig overrides
-    steps: int = 250  # optimizer steps of every cell
-    batch_size: int = 128
-    lr: float = 5e-3
-    warmup_steps: int = 12
-    eval_every: int = 125  # validation / best-model selection cadence of every cell
+    steps: int = 150  # optimizer steps of every cell
+    batch_size: int = 128  # events per optimizer step of every cell
+    lr: float = 5e-3  # peak learning rate of every cell (cosine to 0)
+    warmup_steps: int = 8  # linear warm-up steps of every cell
+    eval_every: int = 75  # validation / best-model selection cadence of every cell
     max_eval_events: int = 1024  # validation events per evaluation (the same for every label budget)
     test_max_events: int | None = None  # test events of the final metrics (None: the whole test split)
     grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # GridBlock fields per block
     pretraining: list[dict[str, Any]] = field(default_factory=list)  # PretrainSpec fields per pretrained init
     data: StudyDataConfig = field(default_factory=StudyDataConfig)
-    work_dir: str = "runs/transfer_study"
+    work_dir: str = "runs/transfer_study"  # data, pretraining, label subsets and one folder per cell
     output: str = "benchmarks/results/transfer_study_pet_tiny_cpu.json"  # study JSON; plots beside it
     workers: int = 2  # cells trained in parallel (one process each)
-    threads_per_worker: int = 1
+    threads_per_worker: int = 1  # torch threads of each cell and of each pretraining
     keep_models: bool = False  # keep every cell's exported model (default: only cell.json and the eval JSON)
     run_cells: bool = True  # false: only collect the finished cells into the JSON (the rest listed as missing)
-    plots: bool = True
+    plots: bool = True  # write the study plots beside the JSON
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.workers < 1 or self.threads_per_worker < 1:
@@ -676,9 +676,18 @@ def _pm(value, std) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ command line
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option; the config-field list kept as printed."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """`--config`, `--paper-sizes`; every other `--key=value` is a TransferStudyConfig override."""
-    parser.add_argument("--config", default=None, help=f"study YAML (default: {TINY_CONFIG.name}, CPU-sized)")
+    """`--config`, `--paper-sizes`; every other `--key=value` is a TransferStudyConfig override (listed in the help)."""
+    from recipes.config import config_help
+
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = "Config overrides: --key=VALUE or --section.key=VALUE (YAML values).\n\n" + \
+        config_help(TransferStudyConfig)
+    parser.add_argument("--config", default=None, help=f"study YAML (None: {TINY_CONFIG.name}, CPU-sized)")
     parser.add_argument("--paper-sizes", action="store_true",
                         help=f"use {PAPER_CONFIG.name}: the paper's PET-small and the whole grid (GPU-sized)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -154,3 +154,11 @@ def test_truthless_stand_in_keeps_only_detector_inputs(tmp_path, minerva_dataset
     assert after.schema == before.schema and after.num_rows == before.num_rows
     assert after.column("e_avail").null_count == after.num_rows and after.column("topology").null_count == after.num_rows
     assert after.column("object_features").equals(before.column("object_features"))
+
+
+def test_cli_help_lists_the_study_config_fields():
+    from recipes.cli import build_parser
+
+    parser = build_parser()
+    text = next(a for a in parser._actions if a.dest == "command").choices["transfer-study"].format_help()
+    assert "--steps int" in text and "--data.events int" in text and "--paper-sizes" in text
