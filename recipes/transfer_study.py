@@ -71,40 +71,40 @@ class StudyDataConfig:
     """The MINERvA sample of the study: a converted folder, or synthetic events generated into the work folder."""
 
     path: str = ""  # converted Parquet folder; empty = generate `events` synthetic events
-    events: int = 40_000  # synthetic events (80 / 10 / 10 % train / validation / test)
-    seed: int = 0
-    origin: str = "synthetic"  # synthetic | simulation | data
+    events: int = 20_000  # synthetic events (80 / 10 / 10 percent train / validation / test)
+    seed: int = 0  # seed of the synthetic samples and the jet corpus
+    origin: str = "synthetic"  # synthetic | simulation | data (recorded in the study JSON)
     # Stand-in for MINERvA *data* in the masked-object corpus: a second synthetic sample (detector-shifted, another
     # seed) converted and then stripped of truth, baselines and weights, as converted data AnaTuples are. 0 = none.
     data_events: int = 10_000
     jets: int = 2000  # Pythia jets for the "jets" corpus (only when a pretraining spec uses it)
-    jet_workers: int = 2
+    jet_workers: int = 2  # Pythia processes of the jet corpus
 
 
 @dataclass
 class TransferStudyConfig:
     """The whole study: grid, fine-tuning recipe per cell, pretraining per init, data, output."""
 
-    name: str = "transfer_study_pet_tiny_cpu"
+    name: str = "transfer_study_pet_tiny_cpu"  # study name (plot titles)
     finetune_config: str = "tiny_omnilearned_cpu.yaml"  # the cells' base finetune YAML (relative as `config`)
     finetune_overrides: list[str] = field(default_factory=list)  # extra dotted FinetuneConfig overrides
-    steps: int = 250  # optimizer steps of every cell
-    batch_size: int = 128
-    lr: float = 5e-3
-    warmup_steps: int = 12
-    eval_every: int = 125  # validation / best-model selection cadence of every cell
+    steps: int = 150  # optimizer steps of every cell
+    batch_size: int = 128  # events per optimizer step of every cell
+    lr: float = 5e-3  # peak learning rate of every cell (cosine to 0)
+    warmup_steps: int = 8  # linear warm-up steps of every cell
+    eval_every: int = 75  # validation / best-model selection cadence of every cell
     max_eval_events: int = 1024  # validation events per evaluation (the same for every label budget)
     test_max_events: int | None = None  # test events of the final metrics (None: the whole test split)
     grid: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # GridBlock fields per block
     pretraining: list[dict[str, Any]] = field(default_factory=list)  # PretrainSpec fields per pretrained init
     data: StudyDataConfig = field(default_factory=StudyDataConfig)
-    work_dir: str = "runs/transfer_study"
+    work_dir: str = "runs/transfer_study"  # data, pretraining, label subsets and one folder per cell
     output: str = "benchmarks/results/transfer_study_pet_tiny_cpu.json"  # study JSON; plots beside it
     workers: int = 2  # cells trained in parallel (one process each)
-    threads_per_worker: int = 1
+    threads_per_worker: int = 1  # torch threads of each cell and of each pretraining
     keep_models: bool = False  # keep every cell's exported model (default: only cell.json and the eval JSON)
     run_cells: bool = True  # false: only collect the finished cells into the JSON (the rest listed as missing)
-    plots: bool = True
+    plots: bool = True  # write the study plots beside the JSON
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.workers < 1 or self.threads_per_worker < 1:
@@ -437,7 +437,8 @@ def run_cell(job: dict) -> dict:
             "train_flops": float(summary["compute/flops"]), "n_trainable": int(summary["n_trainable"]),
             "n_params": int(summary["n_params"]), "events_seen": int(summary["compute/events"]),
             "best_step": int(summary["best_step"]), "wall_seconds": round(time.time() - start, 1),
-            "metrics": cell_metrics(key.task, results), "baselines": baseline_metrics(key.task, results)}
+            "metrics": cell_metrics(key.task, results), "baselines": baseline_metrics(key.task, results),
+            "recipe": job["recipe"]}
     if not job["keep_models"]:
         for name in ("model", "adapter", "best", "checkpoints", "logs"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -485,7 +486,7 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
     if not cfg.run_cells:
         pretrained = _finished_pretraining(work, {c.init for c in cells})
     else:
-        todo = sorted((k for k in cells if not (work / "cells" / k.folder / CELL_FILE).is_file()), key=cell_priority)
+        todo = sorted((k for k in cells if not cell_done(cfg, work, k)), key=cell_priority)
         scratch = [k for k in todo if k.init == "rw" and k.mode == "full"]
         with CellPool(cfg.workers, progress, len(todo)) as pool:
             pool.submit([cell_job(cfg, k, data, work, None) for k in scratch])  # they train while the inits pretrain
@@ -504,6 +505,25 @@ def run_transfer_study(cfg: TransferStudyConfig, progress: bool = True) -> contr
     return study
 
 
+def cell_recipe(cfg: TransferStudyConfig) -> dict:
+    """The settings every cell of a study shares (stored in cell.json: a finished cell is reused only under it)."""
+    return {k: getattr(cfg, k) for k in ("finetune_config", "finetune_overrides", "steps", "batch_size", "lr",
+                                         "warmup_steps", "eval_every", "max_eval_events", "test_max_events")}
+
+
+def cell_done(cfg: TransferStudyConfig, work: Path, key: CellKey) -> bool:
+    """Whether the cell's cell.json exists; one made under another recipe is an error (use another work_dir)."""
+    path = work / "cells" / key.folder / CELL_FILE
+    if not path.is_file():
+        return False
+    recipe = json.loads(path.read_text()).get("recipe")
+    if recipe is not None and recipe != contract_ready(cell_recipe(cfg)):
+        changed = sorted(k for k in recipe if recipe[k] != contract_ready(cell_recipe(cfg)).get(k))
+        raise StudyError(f"{path} was trained with other settings ({', '.join(changed)}); use another work_dir or "
+                         f"delete {work / 'cells'}")
+    return True
+
+
 def cell_priority(key: CellKey) -> tuple:
     """Order of the cells: first seed, mode full, the smallest budget first (a study stopped early keeps the most
     informative cells)."""
@@ -517,7 +537,7 @@ def cell_job(cfg: TransferStudyConfig, key: CellKey, data: Path, work: Path, ini
     return {"key": dataclasses.asdict(key), "out": str(out), "test_data": str(data),
             "finetune_config": str(resolve_yaml(cfg.finetune_config, cfg)),
             "overrides": cell_overrides(cfg, key, subset, out, init), "threads": cfg.threads_per_worker,
-            "test_max_events": cfg.test_max_events, "keep_models": cfg.keep_models}
+            "test_max_events": cfg.test_max_events, "keep_models": cfg.keep_models, "recipe": cell_recipe(cfg)}
 
 
 class CellPool:
@@ -586,8 +606,10 @@ def collect(cfg: TransferStudyConfig, work: Path, data: Path, n_train: int, cell
                "validation_events": count_events(data, "validation"), "test_events": count_events(data, "test"),
                "generated": not cfg.data.path, "synthetic_events": cfg.data.events if not cfg.data.path else None}
     config = {k: v for k, v in dataclasses.asdict(cfg).items()}
-    compute = {"wall_seconds": round(wall, 1), "workers": cfg.workers, "threads_per_worker": cfg.threads_per_worker,
+    compute = {"wall_seconds": round(wall, 1), "wall_seconds_note": "this invocation only: finished cells and "
+               "pretrainings in work_dir are reused", "workers": cfg.workers, "threads_per_worker": cfg.threads_per_worker,
                "cell_wall_seconds_sum": round(sum(c.get("wall_seconds") or 0 for c in records), 1),
+               "pretrain_wall_seconds_sum": round(sum(r.get("wall_seconds") or 0 for r in pretraining.values()), 1),
                "finetune_flops_sum": sum(c["train_flops"] for c in records),
                "pretrain_flops_sum": sum(r["train_flops"] for r in pretraining.values()),
                "device": "cpu", "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
@@ -654,9 +676,18 @@ def _pm(value, std) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ command line
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option; the config-field list kept as printed."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """`--config`, `--paper-sizes`; every other `--key=value` is a TransferStudyConfig override."""
-    parser.add_argument("--config", default=None, help=f"study YAML (default: {TINY_CONFIG.name}, CPU-sized)")
+    """`--config`, `--paper-sizes`; every other `--key=value` is a TransferStudyConfig override (listed in the help)."""
+    from recipes.config import config_help
+
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = "Config overrides: --key=VALUE or --section.key=VALUE (YAML values).\n\n" + \
+        config_help(TransferStudyConfig)
+    parser.add_argument("--config", default=None, help=f"study YAML (None: {TINY_CONFIG.name}, CPU-sized)")
     parser.add_argument("--paper-sizes", action="store_true",
                         help=f"use {PAPER_CONFIG.name}: the paper's PET-small and the whole grid (GPU-sized)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

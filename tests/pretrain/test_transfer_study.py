@@ -81,6 +81,14 @@ def test_rerun_skips_finished_cells(micro_study):
     assert [c.metrics for c in again.cells] == [c.metrics for c in study.cells]
 
 
+def test_a_finished_cell_is_not_reused_under_another_recipe(micro_study):
+    from recipes.transfer_study import StudyError, run_transfer_study
+
+    cfg, _ = micro_study
+    with pytest.raises(StudyError, match=r"cell.json was trained with other settings \(steps\)"):
+        run_transfer_study(dataclasses.replace(cfg, steps=4, plots=False), progress=False)
+
+
 def test_label_subsets_are_deterministic_and_nested(tmp_path, minerva_dataset):
     from recipes.transfer_study import label_subset
 
@@ -146,3 +154,11 @@ def test_truthless_stand_in_keeps_only_detector_inputs(tmp_path, minerva_dataset
     assert after.schema == before.schema and after.num_rows == before.num_rows
     assert after.column("e_avail").null_count == after.num_rows and after.column("topology").null_count == after.num_rows
     assert after.column("object_features").equals(before.column("object_features"))
+
+
+def test_cli_help_lists_the_study_config_fields():
+    from recipes.cli import build_parser
+
+    parser = build_parser()
+    text = next(a for a in parser._actions if a.dest == "command").choices["transfer-study"].format_help()
+    assert "--steps int" in text and "--data.events int" in text and "--paper-sizes" in text
