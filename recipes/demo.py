@@ -57,7 +57,7 @@ MLP_STEPS, MLP_BATCH, MLP_LR = 1000, 256, 1e-2  # the event MLP is ~15x cheaper 
 # LoRA at the tiny size (hidden 32): rank 4 is the rank-to-width ratio of r = 16 at the paper's hidden 128; the adapters
 # are ~3 % of the base parameters, the task head (trained in full) ~68 % (train_summary.json "lora" has the counts).
 TINY_LORA = ("--model.lora_r=4", "--model.lora_alpha=8")
-PRETRAIN_STEPS = 300  # masked-object pretraining steps of the tiny PET on the demo's training events
+PRETRAIN_STEPS, PRETRAIN_BATCH = 300, 64  # masked-object pretraining of the tiny PET on the demo's training events
 WARMUP_FRACTION = 0.05
 VALIDATION_EVENTS = 2048  # events per validation pass during training (the final evaluation uses the whole split)
 
@@ -136,10 +136,28 @@ def prepare_dataset(out: Path, n_events: int, seed: int) -> Path:
 
 def pretrain_backbone(out: Path, data: Path, steps: int, paper_sizes: bool) -> Path:
     """Masked-object pretraining of PET on the training events (no labels); returns the backbone folder."""
-    from recipes.pretrain import PretrainConfig, run_pretraining
+    from recipes.pretrain import run_pretraining
 
-    cfg = PretrainConfig.demo(data=str(data), output_dir=str(out), max_steps=steps, paper_sizes=paper_sizes)
-    return Path(run_pretraining(cfg)["output_dir"])
+    record = run_pretraining(pretrain_config(out, data, steps, paper_sizes))
+    return Path(record["output_dir"])
+
+
+def pretrain_config(out: Path, data: Path, steps: int, paper_sizes: bool):
+    """The demo's pretraining config: pretrain_pet_minerva_mom_tiny.yaml (the tiny fine-tuning architecture) or, with
+    --paper-sizes, the same objective on the paper's small PET."""
+    from recipes.pretrain import load_pretrain_config
+
+    overrides = [f"--data.path={data}", f"--train.output_dir={out}", f"--train.max_steps={steps}",
+                 f"--train.eval_every={max(steps // 5, 1)}", f"--train.log_every={max(steps // 5, 1)}",
+                 "--train.save_every=0", "--train.num_threads=null", f"--data.max_eval_events={VALIDATION_EVENTS}",
+                 f"--optim.warmup_steps={max(round(WARMUP_FRACTION * steps), 1)}", "--name=pretrain-mom",
+                 "--model.overrides.zeroed_event_features=[2]"]  # as in the fine-tuning runs
+    if paper_sizes:
+        return load_pretrain_config(None, overrides + [
+            "--model.backbone=omnilearned", "--model.size=small", "--objectives.masked_particles=0",
+            "--objectives.masked_objects=1", "--objectives.mask_fraction=0.75"])
+    return load_pretrain_config(CONFIGS / "pretrain_pet_minerva_mom_tiny.yaml",
+                                overrides + [f"--data.batch_size={PRETRAIN_BATCH}"])
 
 
 def train_task(runs: Path, task: str, data: Path, init: str, steps: int | None, paper_sizes: bool) -> dict:
