@@ -73,4 +73,25 @@ def write_pretrain_card(folder: str | Path, record: dict | None = None, repo_id:
     return path
 
 
-__all__ = ["render_pretrain_card", "write_pretrain_card", "init_text", "corpus_text"]
+
+
+
+# ------------------------------------------------------------------------------------------------------- publishing
+def pretrain_folder(run_dir: str | Path) -> Path | None:
+    """The backbone folder of a pretraining run (`run_dir/backbone` or `run_dir` itself), None for other runs."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir / "backbone", run_dir):
+        if (folder / RECORD_FILE).is_file() and (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def pretrain_files(folder: Path) -> list[Path]:
+    """Files of a backbone folder that belong in its model repo: weights, configs, remote code, record, card."""
+    from model_cards.publish import PublishError, _remote_code_files
+
+    if not (folder / "model.safetensors").is_file():
+        raise PublishError(f"{folder}: no model.safetensors (files: {sorted(p.name for p in folder.iterdir())})")
+    names = ["model.safetensors", "config.json", "train_config.json", "train_config.yaml", RECORD_FILE]
+    return [Path(n) for n in names if (folder / n).is_file()] + _remote_code_files(folder) + [Path("README.md")]
+__all__ = ["render_pretrain_card", "write_pretrain_card", "init_text", "corpus_text", "pretrain_folder", "pretrain_files"]

@@ -83,8 +83,16 @@ def push_model(run_dir: str | Path, repo_id: str, token: str | None = None, priv
     if not run_dir.is_dir():
         raise PublishError(f"{run_dir}: not a folder")
     token = resolve_token(token)
-    write_model_card(run_dir, repo_id=repo_id, dataset_id=dataset_id)
-    files = model_files(run_dir)
+    from model_cards.pretrain_card import pretrain_files, pretrain_folder, write_pretrain_card
+
+    pretrained = pretrain_folder(run_dir)  # a pretraining run: its backbone folder with the pretraining card
+    if pretrained is not None:
+        run_dir = pretrained
+        write_pretrain_card(run_dir, repo_id=repo_id)
+        files = pretrain_files(run_dir)
+    else:
+        write_model_card(run_dir, repo_id=repo_id, dataset_id=dataset_id)
+        files = model_files(run_dir)
     operations = [CommitOperationAdd(path_in_repo=p.as_posix(), path_or_fileobj=str(run_dir / p)) for p in files]
     api = HfApi(endpoint=endpoint, token=token)
     try:

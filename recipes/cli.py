@@ -14,7 +14,7 @@ COMMAND_MODULES = (
     "recipes.commands",  # finetune, evaluate, demo
     "recipes.predict",  # predict
     "model_cards.cli",  # push-model, push-space
-    "recipes.pretrain_cli",  # generate-jets
+    "recipes.pretrain_cli",  # generate-jets, pretrain
 )
 
 

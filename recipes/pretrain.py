@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from recipes.config import (ConfigError, DataConfig, OptimConfig, TrainConfig, c
 from recipes.finetune import (METRICS_FILE, TrainingError, TrainState, _first_line, _json_ready,  # noqa: E402
                               _user_message, _write_json, append_metrics, build_scheduler, check_init_fit,
                               compute_row, configure_threads, flops_per_token, parameter_counts, quiet_transformers,
-                              restore_latest, save_checkpoint, truncate_metrics, writing)
+                              record_config_changes, restore_latest, save_checkpoint, truncate_metrics, writing)
 
 RECORD_FILE = "pretrain_record.json"
 BACKBONE_DIR = "backbone"
@@ -84,7 +85,8 @@ class PretrainDataConfig(DataConfig):
     batch_size: int = 256  # events per process per micro-batch
     eval_batch_size: int = 512
     max_eval_events: int | None = 4096  # validation events per evaluation
-    max_objects: int | None = None  # objects kept per event (hardest first for jets); None: 128 jets, 33 MINERvA
+    # objects kept per event (hardest first for jets); None: 128 jets, 33 MINERvA (a BERT: at most its positions - 1)
+    max_objects: int | None = None
 
 
 @dataclass
@@ -317,17 +319,31 @@ def load_sources(cfg: PretrainConfig, split: str):
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def build_collator(cfg: PretrainConfig):
+def max_objects(cfg: PretrainConfig, backbone) -> int:
+    """Objects kept per event: data.max_objects, else 128 (jets) / 33 (MINERvA), within a BERT's positions."""
+    from dataset_builder import schema
+    from dataset_builder.jet_collator import DEFAULT_MAX_PARTICLES
+
+    default = DEFAULT_MAX_PARTICLES if cfg.objectives.domain == "jets" else schema.MAX_OBJECTS
+    positions = getattr(getattr(backbone.config, "bert_config", None), "max_position_embeddings", None)
+    limit = positions - 1 if positions else None  # one position is the event token
+    wanted = cfg.data.max_objects or (min(default, limit) if limit else default)
+    if limit is not None and wanted > limit:
+        raise ConfigError(f"data.max_objects={wanted} exceeds the {limit} objects the {cfg.model.backbone} backbone "
+                          f"takes (max_position_embeddings={positions} incl. the event token)")
+    return wanted
+
+
+def build_collator(cfg: PretrainConfig, n_objects: int):
     """JetCollator (with labels when jet classification is on) or MinervaCollator without labels."""
     if cfg.objectives.domain == "jets":
-        from dataset_builder.jet_collator import DEFAULT_MAX_PARTICLES, JetCollator
+        from dataset_builder.jet_collator import JetCollator
 
         task = "classification" if cfg.objectives.jet_classification > 0 else None
-        return JetCollator(task=task, max_particles=cfg.data.max_objects or DEFAULT_MAX_PARTICLES)
-    from dataset_builder import schema
+        return JetCollator(task=task, max_particles=n_objects)
     from dataset_builder.collator import MinervaCollator
 
-    return MinervaCollator(task=None, max_objects=cfg.data.max_objects or schema.MAX_OBJECTS)
+    return MinervaCollator(task=None, max_objects=n_objects)
 
 
 # ------------------------------------------------------------------------------------------------------ the run
@@ -376,6 +392,7 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     if init_report:
         accelerator.print(f"model.init {init_report['init']}: loaded {init_report['loaded']} tensors, "
                           f"{len(init_report['reinitialised'])} re-initialised")
+    n_objects = max_objects(cfg, backbone)
     n_params, _ = parameter_counts(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = build_scheduler(cfg, optimizer)
@@ -385,13 +402,15 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     state, position = TrainState(), (0, 0)
     restored = restore_latest(accelerator, cfg, allow_config_change) if resume else None
     if restored:
-        path, state, position, changes, _ = restored
+        path, state, position, changes, skipped = restored
         accelerator.print(f"resumed from {path} (step {state.step}, epoch {position[0]}, batch {position[1]})")
         info["resumed_from"] = str(path)
-        if changes:
-            info["config_changes"] = changes
         if accelerator.is_main_process:
+            for bad in skipped:  # a later save of that step must not mix with its unreadable files
+                shutil.rmtree(bad, ignore_errors=True)
             truncate_metrics(output_dir, state.step)
+            if changes:
+                record_config_changes(output_dir, state.step, changes)
     elif accelerator.is_main_process:
         if resume:
             accelerator.print(f"--resume: no complete checkpoint under {output_dir}; starting fresh")
@@ -403,7 +422,7 @@ def build_pretrain_run(cfg: PretrainConfig, resume: bool = False, allow_config_c
     stream = training_stream(train_split, cfg.train.seed, cfg.data.shuffle_buffer, accelerator.process_index,
                              accelerator.num_processes)
     return PretrainRun(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
-                       collator=build_collator(cfg), batches=EpochIterator(stream, cfg.data.batch_size, start=position),
+                       collator=build_collator(cfg, n_objects), batches=EpochIterator(stream, cfg.data.batch_size, start=position),
                        val_split=val_split, state=state, per_token=flops_per_token("full", n_params, n_params),
                        n_params=n_params, info=info)
 

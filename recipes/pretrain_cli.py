@@ -1,5 +1,5 @@
-"""Subcommands of `minerva-fm` for our own foundation models: generate-jets (heavy imports stay
-in the handlers). The pretraining and transfer-study recipes are not landed yet."""
+"""Subcommands of `minerva-fm` for our own foundation models: generate-jets and pretrain (heavy imports stay in the
+handlers)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ def _generate_jets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from recipes.pretrain import run_from_args
+
+    return run_from_args(args, list(args.overrides))
+
+
 def register(subparsers) -> None:
-    """Add generate-jets to the `minerva-fm` parser."""
+    """Add generate-jets and pretrain to the `minerva-fm` parser."""
     from dataset_builder.jets import JET_CLASSES
 
     gen = subparsers.add_parser("generate-jets", help="Pythia 8 + FastJet jet corpus as Parquet in the JetClass-II "
@@ -35,3 +41,13 @@ def register(subparsers) -> None:
     gen.add_argument("--jets-per-file", type=int, default=100_000, help="jets per Parquet file (default: 100000)")
     gen.add_argument("--no-progress", action="store_true", help="hide the tqdm bars (default: shown)")
     gen.set_defaults(func=_generate_jets)
+
+    from recipes.pretrain import add_arguments as add_pretrain_arguments
+
+    pre = subparsers.add_parser(
+        "pretrain", help="pretrain a backbone on jets (classification, masked particles) or on MINERvA events "
+                         "(masked objects, no labels); run under `accelerate launch` / torchrun for several processes",
+        description="Pretrain a backbone; the same arguments as `accelerate launch recipes/pretrain.py`. Extra "
+                    "arguments are dotted config overrides, e.g. --objectives.mask_fraction=0.75")
+    add_pretrain_arguments(pre)
+    pre.set_defaults(func=_pretrain, accepts_overrides=True)
