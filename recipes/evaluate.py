@@ -515,11 +515,8 @@ def write_card(model_dir: Path) -> Path:
     """Render the model card of `model_dir` (model_cards.render) plus a table of its other evaluated splits."""
     from model_cards import render  # downstream of evaluation: imported on demand
 
-    path = render.write_model_card(model_dir)
-    section = other_splits_section(model_dir)
-    if section:
-        write_text_atomic(path, path.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + section)
-    return path
+    card, section = str(render.build_card(model_dir)), other_splits_section(model_dir)
+    return write_text_atomic(model_dir / "README.md", card.rstrip("\n") + "\n\n" + section if section else card)
 
 
 def other_splits_section(model_dir: Path) -> str:
