@@ -34,7 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     try:
         run_demo(args.out, n_events=args.events, steps=args.steps, paper_sizes=args.paper_sizes,
-                 tasks=tuple(args.tasks), seed=args.seed, init=args.init)
+                 tasks=tuple(args.tasks), seed=args.seed, init=args.init, pretrain_steps=args.pretrain_steps)
     except OSError as err:  # read-only or full output disk
         return report("demo", err, where=args.out)
     return 0
@@ -60,18 +60,21 @@ def register(subparsers) -> None:
     ev.set_defaults(func=_evaluate)
 
     demo = subparsers.add_parser("demo", formatter_class=_HelpFormatter,
-                                 help="synthetic sample -> Parquet -> fine-tune PET (full, LoRA) + MLP -> evaluate vs "
-                                      "baselines -> plots + model card, on CPU in minutes")
+                                 help="synthetic sample -> Parquet -> pretrain PET -> fine-tune PET (rw, full, frozen, "
+                                      "LoRA) + MLP -> evaluate vs baselines (test, shifted) -> plots + model cards, on "
+                                      "CPU in about ten minutes")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder of the whole demo")
     demo.add_argument("--events", type=int, default=30_000,
                       help="synthetic events (plus 10%% in the shifted sample)")
     demo.add_argument("--steps", type=int, default=None,
-                      help="optimizer steps of every PET run (None: 3000 regression, 800 classification; the "
+                      help="optimizer steps of every PET run (None: 1500 regression, 500 classification; the "
                            "MLP gets min(steps, 1000))")
+    demo.add_argument("--pretrain-steps", type=int, default=None,
+                      help="steps of the masked-object pretraining (None: 300)")
     demo.add_argument("--paper-sizes", action="store_true", help="use the paper's small PET preset (slow on CPU)")
     demo.add_argument("--tasks", nargs="+", choices=("regression", "classification"),
                       default=["regression", "classification"], help="tasks to run")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
-    demo.add_argument("--init", default=None, help="pretrained PET weights (folder / Hub id) for the full and "
-                                                   "LoRA runs; None: random init (no download on CPU machines)")
+    demo.add_argument("--init", default=None, help="PET weights (folder / Hub id) for the full, frozen and LoRA runs "
+                                                   "instead of the demo's own pretraining; None: pretrain first")
     demo.set_defaults(func=_demo)

@@ -5,9 +5,11 @@
 
 `--model` / `--mlp` are save_pretrained folders (with config.json; a LoRA adapter folder is loaded on its base) or Hub
 model ids; `--data` a converted Parquet folder or a Hub dataset id. The results go to `--out` (default: the model
-folder when local), as `eval_results.json` plus `plots/*.png`: the files model_cards/render.py and the Space read.
-Replacing an existing `eval_results.json` is reported on the last printed line; its comparison model is evaluated
-again unless `--mlp` names another one (or `none`), and an existing model card (README.md) is re-rendered.
+folder when local, `<model>/eval/<split>/` when the model folder already holds the results of another split), as
+`eval_results.json` plus `plots/*.png`: the files model_cards/render.py and the Space read. Replacing an existing
+`eval_results.json` is reported on the last printed line; its comparison model is evaluated again unless `--mlp`
+names another one (or `none`), and an existing model card (README.md) is re-rendered, with a table of the other
+splits under `eval/`.
 
 From Python, `evaluate(model, data, split="test", out_dir=None, mlp=None, **options)` takes the other `EvalConfig`
 fields as keywords (`run_evaluation(EvalConfig(...))` is the same); the model runs on accelerate's device.
@@ -35,6 +37,7 @@ if __package__ in (None, ""):  # `python recipes/evaluate.py` / `accelerate laun
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minerva_common import results as contract  # noqa: E402
+from minerva_common.atomic import write_text_atomic  # noqa: E402
 from minerva_common.results import RESULTS_FILE, SIGNAL_CLASSES, WEIGHT_COLUMN, json_safe  # noqa: E402
 from recipes import metrics  # noqa: E402
 
@@ -43,6 +46,7 @@ REGRESSION_COLUMNS = ("e_avail", "q3", "passes_cc_inclusive", "calo_e_avail")
 CLASSIFICATION_COLUMNS = ("topology", "w", "pion_energy", "pion_theta",
                           *(f"tag_{signal}" for signal in SIGNAL_CLASSES))
 PION_TASKS = ("cc1pi_charged", "cc1pi0")  # tasks with one pion whose energy / angle is binned
+SPLITS_DIR = "eval"  # <model>/eval/<split>/: results of splits other than the one the card reports
 PION_ENERGY_CAP_QUANTILE = 0.95  # pion-energy bins stop here (the high tail is the unplotted "overflow" entry)
 
 
@@ -69,10 +73,16 @@ class EvalConfig:
 
     @property
     def output_dir(self) -> Path:
-        """Where eval_results.json and plots/ go."""
+        """Where eval_results.json and plots/ go: `out_dir`; else a local model folder unless its eval_results.json
+        is of another split (then <model>/eval/<split>/, so the card's results stay); else eval/<repo id>."""
         if self.out_dir:
             return Path(self.out_dir)
-        return Path(self.model) if Path(self.model).is_dir() else Path("eval") / self.model.replace("/", "__")
+        if not Path(self.model).is_dir():
+            return Path("eval") / self.model.replace("/", "__")
+        existing = _read_json(Path(self.model) / RESULTS_FILE)
+        if existing and existing.get("split") != self.split:
+            return Path(self.model) / SPLITS_DIR / self.split
+        return Path(self.model)
 
 
 # ------------------------------------------------------------------------------------------------- model loading
@@ -96,6 +106,13 @@ def model_class_for(architecture: str):
 
 def load_model(path_or_repo: str, revision: str | None = None):
     """(model in eval mode, info dict) from a save_pretrained folder, a LoRA adapter folder or a Hub id."""
+    from recipes.finetune import quiet_transformers
+
+    with quiet_transformers():
+        return _load_model(path_or_repo, revision)
+
+
+def _load_model(path_or_repo: str, revision: str | None = None):
     folder = resolve_model_dir(path_or_repo, revision)
     train_config = _read_json(folder / "train_config.json")
     info = {"source": str(path_or_repo), **{k: train_config.get("model", {}).get(k)
@@ -122,7 +139,9 @@ def _load_adapter(folder: Path):
     base_ref = adapter.get("base_model_name_or_path")
     if not base_ref:
         raise ValueError(f"{folder}/adapter_config.json has no base_model_name_or_path to load the adapter onto")
-    base, _ = load_model(base_ref, adapter.get("revision"))
+    if not Path(base_ref).is_dir() and (folder.parent / "base").is_dir() and Path(base_ref).is_absolute():
+        base_ref = str(folder.parent / "base")  # a moved run folder: the base saved next to the adapter
+    base, _ = _load_model(base_ref, adapter.get("revision"))
     return PeftModel.from_pretrained(base, str(folder))
 
 
@@ -410,8 +429,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add("--model", required=True, help="save_pretrained/adapter folder or Hub model id (required)")
     add("--data", required=True, help="converted Parquet folder or Hub dataset id (required)")
     add("--split", default="test", help="dataset split to evaluate, e.g. test or shifted (default: %(default)s)")
-    add("--out", default=None, help="results folder (default: the model folder when local, else eval/<repo id>); "
-                                    "an existing eval_results.json there is replaced and the replacement reported")
+    add("--out", default=None, help="results folder (default: a local model folder, or <model>/eval/<split> when "
+                                    "the model folder's eval_results.json is of another split; eval/<repo id> for "
+                                    "a Hub model); an eval_results.json there is replaced, the replacement reported "
+                                    "and the model card re-rendered")
     add("--mlp", default=None, help="comparison (event-MLP) model evaluated on the same events (default: the "
                                     "comparison model of the eval_results.json being replaced, if any; 'none': no "
                                     "comparison)")
@@ -445,16 +466,18 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def previous_comparison(cfg: EvalConfig) -> tuple[str | None, dict | None]:
-    """(comparison model source to carry over, the previous results) from an eval_results.json about to be replaced."""
+    """(comparison model source to carry over, the results about to be replaced or None): the comparison comes from
+    the eval_results.json being replaced, else from the model folder's own."""
     path = cfg.output_dir / RESULTS_FILE
-    if not path.is_file():
+    source = path if path.is_file() else Path(cfg.model) / RESULTS_FILE
+    if not source.is_file():
         return None, None
     try:
-        previous = contract.load_results(path)
+        previous = contract.load_results(source)
     except contract.ResultsError:
-        return None, {"models": {}}
+        return None, {"models": {}} if source == path else None
     others = [m.get("source") for n, m in previous.models.items() if n != previous.primary and m.get("source")]
-    return (others[0] if others else None), previous.to_dict()
+    return (others[0] if others else None), (previous.to_dict() if source == path else None)
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
@@ -480,12 +503,48 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
 
 def rerender_card(folder: Path) -> Path | None:
-    """Re-render the model card (README.md) of `folder` when it already has one, so it shows the new numbers."""
-    if not (folder / "README.md").is_file():
+    """Re-render the model card (README.md) that shows `folder`'s results (the model folder's card for
+    <model>/eval/<split>/) when it already has one, so it shows the new numbers."""
+    model_dir = folder.parents[1] if folder.parent.name == SPLITS_DIR else folder
+    if not (model_dir / "README.md").is_file():
         return None
+    return write_card(model_dir)
+
+
+def write_card(model_dir: Path) -> Path:
+    """Render the model card of `model_dir` (model_cards.render) plus a table of its other evaluated splits."""
     from model_cards import render  # downstream of evaluation: imported on demand
 
-    return render.write_model_card(folder)
+    card, section = str(render.build_card(model_dir)), other_splits_section(model_dir)
+    return write_text_atomic(model_dir / "README.md", card.rstrip("\n") + "\n\n" + section if section else card)
+
+
+def other_splits_section(model_dir: Path) -> str:
+    """Markdown: the headline numbers of every <model>/eval/<split>/eval_results.json (e.g. the shifted 1B-like
+    sample: out-of-distribution), or "" when there are none."""
+    blocks = []
+    for path in sorted((model_dir / SPLITS_DIR).glob(f"*/{RESULTS_FILE}")):
+        results = contract.load_results(path).to_dict()
+        rows = headline(results)
+        if results["task"] == "regression":
+            table = ["| estimator | IQR of E_pred/E_true | IQR, low q3 | MPV | events |", "|---|---|---|---|---|"]
+            table += [f"| {name} | {_num(v['iqr'])} | {_num(v['low_q3_iqr'])} | {_num(v['mpv'])} | {v['n']} |"
+                      for name, v in rows.items()]
+        else:
+            table = ["| estimator | signal | TPR at the cut's FPR | cut TPR | AUROC |", "|---|---|---|---|---|"]
+            table += [f"| {name} | {signal} | {_num(b.get('tpr_model'))} | {_num(b.get('tpr_cut'))} | "
+                      f"{_num(b.get('auroc'))} |" for name, v in rows.items() if name != "cut" for signal, b in v.items()]
+        blocks.append(f"### Split `{results['split']}` ({path.parent.relative_to(model_dir).as_posix()}/"
+                      f"{RESULTS_FILE})\n\n" + "\n".join(table))
+    if not blocks:
+        return ""
+    return ("## Other evaluated splits\n\nThe same model on other splits of the dataset; `shifted` is the 1B-like "
+            "sample with shifted detector response (out of distribution for a model trained on the nominal "
+            "sample).\n\n" + "\n\n".join(blocks) + "\n")
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def written_line(cfg: EvalConfig, results: dict, previous: dict | None, card: Path | None) -> str:

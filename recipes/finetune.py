@@ -13,9 +13,12 @@ Output folder (`train.output_dir`)::
                                      train_state.json (written last: marks a complete checkpoint) + data_state_<rank>.json
     best/model.safetensors           weights with the lowest validation loss so far (+ best.json)
     model/                           export: save_pretrained (safetensors) + train_config; LoRA: the merged model
-    adapter/                         LoRA only: the PEFT adapter (save_pretrained) + train_config
+    adapter/                         LoRA only: the PEFT adapter (save_pretrained) + train_config; its
+                                     base_model_name_or_path is base/
+    base/                            LoRA only: the init weights with this task's head (what the adapter plugs into)
     config_changes.json              only when a run was resumed with --allow-config-change: what changed, at which step
-    train_summary.json               steps, best validation loss, parameter counts, compute, init report, threads
+    train_summary.json               steps, best validation loss, parameter counts (LoRA: adapter / head / base),
+                                     compute, init report, threads
 
 Before the first step the targets (and event weights) are checked once, `model.init` must fit the configured model
 except for the task head / new input layers, and unknown `model.overrides` fields are refused. A non-finite loss stops
@@ -584,6 +587,8 @@ def build_run(cfg: FinetuneConfig, resume: bool = False, allow_config_change: bo
                           f"), {init_report['unused']} checkpoint tensors unused")
     huber_delta = float(getattr(getattr(model, "config", None), "huber_delta", 1.0) or 1.0)
     n_params, n_trainable = parameter_counts(model)
+    if cfg.model.mode == "lora":
+        info["lora"] = lora_parameter_report(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = build_scheduler(cfg, optimizer)
@@ -829,8 +834,8 @@ def export(net, cfg: FinetuneConfig) -> dict:
     if best.is_file():
         load_model(net, str(best), device=str(next(net.parameters()).device))
     paths = {}
-    if cfg.model.mode == "lora":  # the adapter's README is PEFT's blank template until the model card replaces it
-        paths["adapter_dir"] = str(_save_folder(net, output_dir / "adapter", cfg))
+    if cfg.model.mode == "lora":
+        paths.update(_save_adapter(net, output_dir, cfg))
         if cfg.model.merge_lora:
             paths["model_dir"] = str(_save_folder(net.merge_and_unload(), output_dir / "model", cfg))
     else:
@@ -838,11 +843,44 @@ def export(net, cfg: FinetuneConfig) -> dict:
     return paths
 
 
-def _save_folder(net, target: Path, cfg: FinetuneConfig) -> Path:
+def _save_adapter(net, output_dir: Path, cfg: FinetuneConfig) -> dict:
+    """LoRA: base/ (the init weights with this task's head, what the adapter plugs into) and adapter/ naming it.
+
+    `PeftModel.from_pretrained(<model of base/>, adapter/)` rebuilds the trained model: the adapter holds the LoRA
+    weights and the trained head (`modules_to_save`), so the base must have this task's head shape, which the init
+    checkpoint (a bare backbone or another task's model) need not have.
+    """
+    import copy
+
+    base_dir = output_dir / "base"
+    _save_folder(copy.deepcopy(net).unload(), base_dir, None)
+    config = net.peft_config[net.active_adapter]
+    config.base_model_name_or_path, init = str(base_dir.resolve()), config.base_model_name_or_path
+    try:
+        adapter_dir = _save_folder(net, output_dir / "adapter", cfg)
+    finally:
+        config.base_model_name_or_path = init
+    return {"adapter_dir": str(adapter_dir), "adapter_base_dir": str(base_dir)}
+
+
+def lora_parameter_report(model) -> dict:
+    """What a LoRA run trains: adapter and head parameters against the base model's (the head copy not counted)."""
+    adapters = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    heads = sum(p.numel() for n, p in model.named_parameters() if ".modules_to_save." in n)
+    base = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and ".modules_to_save." not in n)
+    config = model.peft_config[model.active_adapter]
+    return {"r": config.r, "lora_alpha": config.lora_alpha, "adapter_params": adapters,
+            "head_params_trained_in_full": heads, "base_params": base,
+            "trainable_fraction_of_base": round((adapters + heads) / base, 4),
+            "adapter_fraction_of_base": round(adapters / base, 4)}
+
+
+def _save_folder(net, target: Path, cfg: FinetuneConfig | None) -> Path:
     """save_pretrained + train_config into `target`, replaced as a whole (atomic_dir); no PEFT template README."""
     with writing(target), quiet_transformers(), atomic_dir(target) as tmp:
         net.save_pretrained(str(tmp))
-        save_config(cfg, tmp)
+        if cfg is not None:
+            save_config(cfg, tmp)
         readme = tmp / "README.md"
         if readme.is_file() and "[More Information Needed]" in readme.read_text(errors="replace"):
             readme.unlink()

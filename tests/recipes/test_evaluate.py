@@ -284,3 +284,33 @@ def test_script_mode_finds_the_evaluate_library_not_this_recipe(trained, tiny_da
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1].startswith(f"wrote {tmp_path / 'eval_results.json'}")
+
+
+def test_cli_evaluates_another_split_next_to_the_cards_results(trained, tiny_dataset, tmp_path, capsys):
+    """A model folder holding test results: `--split shifted` writes <model>/eval/shifted/ and leaves them alone."""
+    import shutil
+
+    from recipes.cli import main
+
+    folder = shutil.copytree(trained["regression"], tmp_path / "model")
+    mlp = str(trained["regression"])
+    args = ["evaluate", "--model", str(folder), "--data", str(tiny_dataset), "--no-plots", "--n-bootstrap", "0"]
+    assert main(args + ["--mlp", mlp]) == 0
+    (folder / "README.md").write_text("stale card\n")
+    before = (folder / "eval_results.json").read_bytes()
+    capsys.readouterr()
+    assert main(args + ["--split", "shifted"]) == 0
+    out = capsys.readouterr().out
+    target = folder / "eval" / "shifted" / "eval_results.json"
+    assert out.strip().splitlines()[-1].startswith(f"wrote {target}") and "replacing" not in out
+    assert f"keeping the comparison with {mlp}" in out
+    assert (folder / "eval_results.json").read_bytes() == before
+    shifted = json.loads(target.read_text())
+    assert shifted["split"] == "shifted" and shifted["compute"]["eval_events"] == 64
+    assert set(shifted["models"]) == {"mlp-regression", "mlp-regression-1"}
+    card = (folder / "README.md").read_text()
+    assert "stale card" not in card and "Split `shifted`" in card
+    iqr = shifted["models"]["mlp-regression"]["regression"]["overall"]["iqr"]
+    assert f"| mlp-regression | {iqr:.3f} |" in card
+    assert main(args + ["--split", "shifted", "--mlp", "none"]) == 0  # the same split again: replaced, reported
+    assert "replacing the previous one" in capsys.readouterr().out.strip().splitlines()[-1]
