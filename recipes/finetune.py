@@ -245,13 +245,27 @@ def wrap_lora(model, model_cfg: ModelConfig):
         # a string is one full-match regex for peft (the PET declares one); list() would split it into characters
         targets = declared if isinstance(declared, str) else list(modeling.get_lora_target_modules(model))
     config = LoraConfig(r=model_cfg.lora_r, lora_alpha=model_cfg.lora_alpha, lora_dropout=model_cfg.lora_dropout,
-                        target_modules=targets, modules_to_save=modeling.get_head_modules(model))
+                        target_modules=targets,
+                        modules_to_save=modeling.get_head_modules(model) + new_input_modules(model))
     return get_peft_model(model, config)
 
 
+def new_input_modules(model) -> list[str]:
+    """Modules holding `config.new_parameter_names` (input layers re-initialised at transfer): trained in full
+    under LoRA like the head, so a jet-pretrained backbone never keeps a random, frozen PID/event embedding."""
+    prefix = model.base_model_prefix
+    names = getattr(model.config, "new_parameter_names", None) or ()
+    parents = sorted({name.rpartition(".")[0] for name in names})
+    if "" in parents:
+        raise TrainingError(f"new_parameter_names {sorted(n for n in names if '.' not in n)} sit on the backbone "
+                            "itself; LoRA cannot train them in full")
+    return [f"{prefix}.{parent}" if hasattr(model, prefix) else parent for parent in parents]
+
+
 def parameter_counts(model) -> tuple[int, int]:
-    """(all parameters, trainable parameters)."""
-    params = list(model.parameters())
+    """(all parameters, trainable parameters); peft's frozen `original_module` copies of fully trained modules are
+    not the model's parameters (counting them over-states LoRA's FLOPs)."""
+    params = [p for name, p in model.named_parameters() if ".original_module." not in name]
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 

@@ -148,3 +148,27 @@ def test_two_process_ddp_matches_one_process_with_same_global_batch(tiny_dataset
     got, want = _weights(tmp_path / "ddp" / "model"), _weights(single / "model")
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_lora_trains_the_reinitialised_input_layers_and_counts_no_head_twice():
+    """A transferred backbone's new input layers (config.new_parameter_names) train in full under LoRA, are saved in the
+    adapter, and peft's frozen head copy is not counted as a model parameter."""
+    from peft import get_peft_model_state_dict
+
+    import modeling
+    from recipes.config import ModelConfig
+    from recipes.finetune import parameter_counts, wrap_lora
+
+    new = ["pid_embedding.weight", "event_embedding.fc1.weight", "event_embedding.fc1.bias"]
+    model = modeling.build_model("omnilearned", "classification", size="tiny", new_parameter_names=new)
+    n_model = sum(p.numel() for p in model.parameters())
+    cfg = ModelConfig(backbone="omnilearned", size="tiny", task="classification", mode="lora", init="x", lora_r=2)
+    peft_model = wrap_lora(model, cfg)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    for name in new:
+        module, _, leaf = name.rpartition(".")
+        assert any(n.endswith(f"pet.{module}.modules_to_save.default.{leaf}") for n in trainable), name
+    assert not any(n.endswith("pet.pid_embedding.original_module.weight") for n in trainable)
+    assert parameter_counts(peft_model)[0] == n_model + sum(p.numel() for n, p in peft_model.named_parameters()
+                                                            if "lora_" in n)
+    assert any("pid_embedding" in k for k in get_peft_model_state_dict(peft_model)), "the adapter must carry the re-initialised PID table"
