@@ -115,10 +115,21 @@ def test_save_and_reload_round_trip(tmp_path):
     assert load_config(tmp_path / "train_config.yaml") == cfg
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+OTHER_RECIPES = ("pretrain_", "transfer_study_")  # configs of recipes/pretrain.py and recipes/transfer_study.py
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(OTHER_RECIPES)),
+                         ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.name and (cfg.model.init is None) == (cfg.model.mode == "rw")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("transfer_study_*.yaml")), ids=lambda p: p.name)
+def test_every_transfer_study_config_loads(path):
+    from recipes.transfer_study import load_study_config
+
+    assert load_study_config(path) is not None
 
 
 def test_flops_estimate_by_mode():
