@@ -27,7 +27,8 @@ def init_text(init: dict) -> str:
     """One sentence: random init with its seed, or the init checkpoint with revision and weight hashes."""
     if init.get("kind") == "random":
         return f"random initialisation (seed {init.get('seed')}), no pretrained weights"
-    where = f"`{init['init']}`" + (f" @ `{init['revision']}`" if init.get("revision") else "")
+    where = "a local backbone folder (not published)" if init.get("kind") == "local" else \
+        f"`{init['init']}`" + (f" @ `{init['revision']}`" if init.get("revision") else "")
     hashes = ", ".join(f"{name} sha256 `{digest}`" for name, digest in (init.get("sha256") or {}).items())
     parent = init.get("init_record") or {}
     origin = f" (itself pretrained: {parent.get('name')}, {', '.join(parent.get('objectives') or {})})" \
@@ -37,8 +38,15 @@ def init_text(init: dict) -> str:
 
 def corpus_text(corpus: dict) -> str:
     """Sources of the corpus with their kind."""
-    return "; ".join(f"`{s['path']}`{' @ `' + s['revision'] + '`' if s.get('revision') else ''}: {s['kind']}"
-                     for s in corpus["sources"]) + f" (split `{corpus['train_split']}`)"
+    return "; ".join(f"{_source_name(s)}: {s['kind']}" for s in corpus["sources"]) + \
+        f" (split `{corpus['train_split']}`)"
+
+
+def _source_name(source: dict) -> str:
+    """A Hub dataset id @ commit; a local folder is described, never shown as a path of the training machine."""
+    if source.get("local", Path(source["path"]).is_absolute()):
+        return "a local dataset (not published)"
+    return f"`{source['path']}`" + (f" @ `{source['revision']}`" if source.get("revision") else "")
 
 
 def loss_text(loss: dict | None) -> str:

@@ -644,7 +644,7 @@ def corpus_description(cfg: PretrainConfig) -> dict:
     """Which events the run saw: sources, kind and (for our generated jets) the generator facts from its card."""
     sources = []
     for path in [cfg.data.path, *cfg.data.extra_paths]:
-        entry = {"path": path, "revision": cfg.data.revision}
+        entry = {"path": path, "revision": cfg.data.revision, "local": Path(path).exists()}
         text = ""
         if Path(path).is_dir():
             card = Path(path) / "README.md"

@@ -206,7 +206,9 @@ def test_continued_masked_objects_from_the_jet_backbone_then_finetune(jet_run, d
     assert record["init"]["kind"] == "local" and record["init"]["sha256"] == {"model.safetensors": digest}
     assert record["init"]["init_record"]["objectives"] == jet_run[1]["objectives"]
     card = (Path(record["output_dir"]) / "README.md").read_text()
-    assert digest in card and str(jet_backbone) in card
+    assert digest in card and "a local backbone folder (not published)" in card
+    assert str(tmp_path) not in card and str(data_without_truth) not in card  # no paths of the training machine
+    assert "a local dataset (not published)" in card
     json_config = json.loads((Path(record["output_dir"]) / "config.json").read_text())
     assert json_config["new_parameter_names"] == []
 
