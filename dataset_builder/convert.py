@@ -58,6 +58,7 @@ import uproot
 
 from . import physics
 from minerva_common.atomic import atomic_path, write_text_atomic
+from minerva_common.checksum import file_sha256
 from .branches import ALL_BRANCHES, GENERATOR_KEY, META_TREE, OPTIONAL_BRANCHES, RECO_TREE, WEIGHT_BRANCHES, Branch
 from .schema import BASELINE_COLUMNS, PARQUET_SCHEMA, SCHEMA_VERSION, SPLITS, TRUTH_COLUMNS, WEIGHT_COLUMNS
 from .selection import SelectionConfig, passes_cc_inclusive, row_mask
@@ -709,14 +710,6 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_file(path: str | Path, output_dir: str | Path, shifted: bool, options: ConvertOptions,
                  known_shards: dict[str, str] | None = None) -> dict:
     """Convert one ROOT file into its shards (reusing verified finished chunks) and return its manifest entry.
@@ -742,7 +735,7 @@ def _convert_file(path: Path, output_dir: Path, shifted: bool, options: ConvertO
     with ThreadPoolExecutor(max_workers=1) as hasher:
         # hashlib releases the GIL: the input's checksum is computed while the chunks are converted; a resumed file
         # is hashed first, so that shards of replaced content are never reused.
-        digest = hasher.submit(_sha256, path)
+        digest = hasher.submit(file_sha256, path)
         if _file_shards(output_dir, path.stem) and _recorded_source_sha(output_dir, path.stem) != digest.result():
             _remove_file_outputs(output_dir, path.stem)
         root_file, tree, is_mc = open_reco_tree(path)
@@ -786,7 +779,7 @@ def _reusable(shards: list[Path], output_dir: Path, known_shards: dict[str, str]
         shard_stats = _shard_stats(shard)
         if shard_stats is None:
             problems.append(f"{shard}: unreadable Parquet shard, rewritten")
-        elif recorded is not None and _sha256(shard) != recorded:
+        elif recorded is not None and file_sha256(shard) != recorded:
             problems.append(f"{shard}: sha256 differs from the one recorded in manifest.json, rewritten")
         else:
             stats = stats or shard_stats
@@ -863,7 +856,7 @@ SCHEMA_VERSION_KEY = b"minerva_fm.schema_version"
 def _shard_record(shard: Path, output_dir: Path) -> dict:
     """Path, rows, size and sha256 of a finished shard (hashed in the worker, right after writing)."""
     return {"path": str(shard.relative_to(output_dir)), "rows": pq.read_metadata(shard).num_rows,
-            "size_bytes": shard.stat().st_size, "sha256": _sha256(shard)}
+            "size_bytes": shard.stat().st_size, "sha256": file_sha256(shard)}
 
 
 # --------------------------------------------------------------------------------------------------- many files

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from dataset_builder import schema
+from minerva_common.checksum import file_sha256
 
 UPLOAD_PATTERNS = ["data/*/*.parquet", "README.md", "manifest.json", "plots/*.png"]
 
@@ -40,11 +41,7 @@ def check_shards(dataset_dir: Path | str) -> int:
         path = dataset_dir / shard["path"]
         if not path.is_file():
             raise ValueError(f"{path}: listed in {manifest_path.name} but missing; rerun `minerva-fm convert`")
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != shard["sha256"]:
+        if file_sha256(path) != shard["sha256"]:
             raise ValueError(f"{path}: sha256 differs from the one recorded in {manifest_path.name} (corrupted or "
                              "truncated shard); rerun `minerva-fm convert` with the same inputs to rewrite it")
     return len(shards)

@@ -15,7 +15,6 @@ Folder layout read here (``run_dir``; ``train_summary.json`` may sit one level u
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -27,6 +26,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import modeling
 from minerva_common.atomic import write_text_atomic
+from minerva_common.checksum import file_sha256
 from minerva_common.results import (
     LOW_Q3_MAX, RESULTS_FILE, SIGNAL_LABELS, EvalResults, ResultsError, load_results,
 )
@@ -275,17 +275,8 @@ def describe_local_checkpoint(folder: Path) -> str:
     what = " ".join(str(v) for v in (_lookup(config, "model.backbone"), _lookup(config, "model.task"),
                                      f"model trained with mode `{_lookup(config, 'model.mode')}`"
                                      if _lookup(config, "model.mode") else "checkpoint") if v)
-    digests = ", ".join(f"`{w.name}` sha256 `{_sha256(w)}`" for w in weights)
+    digests = ", ".join(f"`{w.name}` sha256 `{file_sha256(w)}`" for w in weights)
     return f"a local {what or 'checkpoint'} that is not published ({digests})"
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _lora(adapter_config: dict[str, Any], train_config: dict[str, Any], mode: str | None) -> dict[str, Any] | None:

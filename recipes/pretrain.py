@@ -30,7 +30,6 @@ real OmniLearned checkpoints; everything else carries the pretrained weights.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -47,6 +46,7 @@ if __package__ in (None, ""):  # `accelerate launch recipes/pretrain.py` / `torc
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from minerva_common.checksum import file_sha256  # noqa: E402
 from recipes.config import (ConfigError, DataConfig, OptimConfig, TrainConfig, config_dict, config_help,  # noqa: E402
                             load_typed_config, save_config)
 from recipes.finetune import (METRICS_FILE, TrainingError, TrainState, _first_line, _json_ready,  # noqa: E402
@@ -567,15 +567,6 @@ def _objective_keys(cfg: PretrainConfig) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------------------------------------------- export
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def describe_init(cfg: PretrainConfig, report: dict) -> dict:
     """What the weights started from: random (seed), or the init's id + revision / folder + sha256 of its weights."""
     if not cfg.model.init:
@@ -593,7 +584,7 @@ def describe_init(cfg: PretrainConfig, report: dict) -> dict:
     else:
         out["kind"] = "local"
     weights = sorted(root.glob("model*.safetensors"))
-    out["sha256"] = {w.name: sha256_of(w) for w in weights}
+    out["sha256"] = {w.name: file_sha256(w) for w in weights}
     record = root / RECORD_FILE
     if record.is_file():
         parent = json.loads(record.read_text())
